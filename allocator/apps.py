@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AllocatorConfig(AppConfig):
+    name = "allocator"
+    verbose_name = "GPU pools and allocations"

@@ -1,0 +1,304 @@
+"""The GPU pool and its ledger (PRODUCT.md section 4).
+
+Capacity and holdings are time-ranged: a pool's capacity at instant t is the sum of its capacity
+changes effective at or before t; what it holds at t is the sum of allocations whose [start, end)
+contains t. The invariant — held(t) <= capacity(t) for every t — is enforced by the apply engine
+under a lock on the pool row (allocator/locks.py); the constraints here are the row-local
+backstops the database can hold on its own.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from org.models import Division, Project
+
+
+class Pool(models.Model):
+    cluster = models.CharField(max_length=60)
+    gpu_model = models.CharField(max_length=60)
+    description = models.TextField(blank=True, max_length=2000)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["cluster", "gpu_model"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "gpu_model"], name="pool_unique_name"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return f"{self.cluster}/{self.gpu_model}"
+
+
+class CapacityChange(models.Model):
+    class Kind(models.TextChoices):
+        ARRIVAL = "arrival", "Arrival"
+        DECOMMISSION = "decommission", "Decommission"
+        REPAIR = "repair", "Repair (out or back)"
+
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="capacity_changes")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    delta = models.IntegerField(help_text="GPUs added (positive) or removed (negative).")
+    effective_at = models.DateTimeField()
+    note = models.CharField(max_length=500, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the periodic task once the queue was served for this change taking effect.
+    served_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["effective_at", "id"]
+        indexes = [models.Index(fields=["pool", "effective_at"])]
+        constraints = [
+            models.CheckConstraint(condition=~Q(delta=0), name="capacitychange_delta_nonzero"),
+            models.CheckConstraint(
+                condition=Q(kind="arrival", delta__gt=0)
+                | Q(kind="decommission", delta__lt=0)
+                | Q(kind="repair"),
+                name="capacitychange_sign_matches_kind",
+            ),
+        ]
+
+    def __str__(self):
+        sign = "+" if self.delta > 0 else ""
+        return f"{self.pool} {sign}{self.delta} GPUs {self.get_kind_display().lower()} at {self.effective_at:%Y-%m-%d %H:%M}"
+
+
+class DivisionShare(models.Model):
+    """GPUs of a pool that executives have given a division (the cross-division balance)."""
+
+    division = models.ForeignKey(Division, on_delete=models.PROTECT, related_name="shares")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="shares")
+    gpus = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["pool", "division"]
+        constraints = [
+            models.UniqueConstraint(fields=["division", "pool"], name="divisionshare_unique"),
+            models.CheckConstraint(condition=Q(gpus__gte=0), name="divisionshare_gpus_nonneg"),
+        ]
+
+    def __str__(self):
+        return f"{self.division} holds {self.gpus} of {self.pool}"
+
+
+class Priority(models.IntegerChoices):
+    """Higher serves first. Stored as an integer so the queue orders in SQL."""
+
+    LOW = 0, "low"
+    NORMAL = 1, "normal"
+    HIGH = 2, "high"
+    URGENT = 3, "urgent"
+
+
+class AllocationChange(models.Model):
+    """What an approved request asks the engine to do: one per approved request, frozen at
+    approval. The apply task works on this row alone (it takes only its id)."""
+
+    class Kind(models.TextChoices):
+        NEW = "new", "New allocation"
+        INCREASE = "increase", "Increase"
+        EXTENSION = "extension", "Extension"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (approved, not yet applied)"
+        APPLIED = "applied", "Applied"
+        WAITING = "waiting", "Waiting for capacity"
+        NEEDS_REVIEW = "needs_review", "Sent to executive review"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="changes")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="changes")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.NEW)
+    target_allocation = models.ForeignKey(
+        "Allocation",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For an extension: the allocation whose end moves.",
+    )
+    gpus = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    flexible_start = models.BooleanField(default=False)
+    priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    # Executives already reviewed it: the share rule is not re-checked at apply time.
+    executive_reviewed = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    approved_at = models.DateTimeField()
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    allocation = models.ForeignKey(
+        "Allocation", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-priority", "approved_at", "id"]
+        indexes = [
+            models.Index(fields=["status", "dispatched_at"]),
+            models.Index(
+                fields=["pool", "-priority", "approved_at", "id"],
+                condition=Q(status="waiting"),
+                name="change_waiting_queue",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="change_gpus_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="change_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(status="applied", allocation__isnull=False, applied_at__isnull=False)
+                | ~Q(status="applied"),
+                name="change_applied_has_allocation",
+            ),
+        ]
+
+    def __str__(self):
+        return f"change #{self.pk}: {self.gpus} × {self.pool} for {self.project} ({self.status})"
+
+
+class Allocation(models.Model):
+    """GPUs of a pool held by a project over [start, end). Created only by the apply engine."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"  # held now or scheduled to start later
+        ENDED = "ended", "Ended"
+        RELEASED = "released", "Released early"
+        RECLAIMED = "reclaimed", "Reclaimed"
+
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="allocations")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="allocations")
+    gpus = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.ACTIVE)
+    change = models.ForeignKey(
+        AllocationChange,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="allocations",
+        help_text="The approved change that created it.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    reminded_7d_at = models.DateTimeField(null=True, blank=True)
+    reminded_1d_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["start", "id"]
+        indexes = [
+            models.Index(fields=["pool", "end", "start"]),
+            models.Index(fields=["project", "end"]),
+            models.Index(fields=["state", "end"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="allocation_gpus_positive"),
+            models.CheckConstraint(
+                condition=Q(end__gt=F("start")), name="allocation_end_after_start"
+            ),
+        ]
+
+    def __str__(self):
+        return (
+            f"{self.project}: {self.gpus} × {self.pool} "
+            f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M}"
+        )
+
+
+class Reclaim(models.Model):
+    """Compute ops shrinking or shortening an allocation, effective after a notice period; or,
+    with `transfer_to`, handing those GPUs to a named approved change."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        APPLIED = "applied", "Applied"
+        CANCELLED = "cancelled", "Cancelled"
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="reclaims")
+    new_gpus = models.PositiveIntegerField(help_text="GPUs the allocation keeps (0: all go back).")
+    new_end = models.DateTimeField(null=True, blank=True, help_text="Shorten to this end.")
+    effective_at = models.DateTimeField()
+    reason = models.TextField(max_length=2000)
+    transfer_to = models.ForeignKey(
+        AllocationChange, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.SCHEDULED)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["effective_at", "id"]
+        indexes = [models.Index(fields=["status", "effective_at"])]
+
+    def __str__(self):
+        return f"reclaim of allocation #{self.allocation_id} at {self.effective_at:%Y-%m-%d %H:%M}"
+
+
+class LedgerEntry(models.Model):
+    """Append-only record of every change to allocations; an allocation can be rebuilt from its
+    entries. At most one grant/extend entry per change: the database's guard against applying an
+    approved change twice."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant", "Grant"
+        EXTEND = "extend", "Extend"
+        RELEASE = "release", "Release"
+        RECLAIM = "reclaim", "Reclaim"
+        TRANSFER = "transfer", "Transfer"
+        EXPIRE = "expire", "Expire"
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="ledger")
+    change = models.ForeignKey(
+        AllocationChange, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The allocation as it stands after this entry.
+    gpus = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["change"],
+                condition=Q(kind__in=["grant", "extend"]),
+                name="ledger_one_grant_per_change",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} allocation #{self.allocation_id}: {self.gpus} GPUs"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise PermissionError("The ledger is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("The ledger is append-only.")

@@ -1,0 +1,164 @@
+"""Reads about pools: capacity, holdings and the fit questions, from the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
+from .timeline import Span, Timeline
+
+
+def horizon() -> timedelta:
+    return timedelta(days=settings.ALLOTMENT["HORIZON_DAYS"])
+
+
+def pool_timeline(pool_id: int, *, origin: datetime | None = None) -> Timeline:
+    """The pool's capacity and holdings from `origin` (default now) on. Two queries."""
+    origin = origin or timezone.now()
+    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    spans = [
+        Span(start, end, gpus)
+        for start, end, gpus in Allocation.objects.filter(
+            pool_id=pool_id, end__gt=origin
+        ).values_list("start", "end", "gpus")
+    ]
+    return Timeline(origin, changes, spans)
+
+
+def division_timeline(
+    pool_id: int, division_id: int, *, origin: datetime | None = None
+) -> Timeline:
+    """Holdings of one division in a pool (capacity is the pool's)."""
+    origin = origin or timezone.now()
+    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    spans = [
+        Span(start, end, gpus)
+        for start, end, gpus in Allocation.objects.filter(
+            pool_id=pool_id, end__gt=origin, project__team__division_id=division_id
+        ).values_list("start", "end", "gpus")
+    ]
+    return Timeline(origin, changes, spans)
+
+
+def fits(pool_id: int, gpus: int, start: datetime, end: datetime) -> bool:
+    """Do `gpus` more fit in the pool at every instant of [start, end)?"""
+    origin = min(start, timezone.now())
+    return pool_timeline(pool_id, origin=origin).fits(gpus, start, end)
+
+
+def earliest_start(pool_id: int, gpus: int, start: datetime, end: datetime) -> datetime | None:
+    """The earliest start at or after `start` where `gpus` fit for the whole duration, within
+    the horizon; None if there is none."""
+    origin = min(start, timezone.now())
+    return pool_timeline(pool_id, origin=origin).earliest_start(
+        gpus, end - start, start, start + horizon()
+    )
+
+
+def max_capacity(pool_id: int) -> int:
+    """The most GPUs the pool will ever hold at once, counting every scheduled change."""
+    timeline = pool_timeline(pool_id)
+    return max(step.capacity for step in timeline.steps)
+
+
+@dataclass(frozen=True)
+class ShareCheck:
+    division_id: int
+    share: int
+    peak_after: int  # the division's peak holding over the range, with the request
+    capacity_at_peak: int
+    peak_at: datetime
+
+    @property
+    def exceeds(self) -> bool:
+        return self.peak_after > self.share
+
+    @staticmethod
+    def _percent(part: int, whole: int) -> str:
+        return f"{round(100 * part / whole)}%" if whole > 0 else "n/a"
+
+    def sentence(self, division_name: str, pool_name: str) -> str:
+        return (
+            f"would put {division_name} at {self._percent(self.peak_after, self.capacity_at_peak)}"
+            f" of {pool_name} ({self.peak_after} of {self.capacity_at_peak} GPUs), above its "
+            f"{self._percent(self.share, self.capacity_at_peak)} share ({self.share} GPUs)"
+        )
+
+
+def share_check(
+    *, pool_id: int, division_id: int, gpus: int, start: datetime, end: datetime
+) -> ShareCheck:
+    """The division's holding of the pool over [start, end) once `gpus` more are added, against
+    its share (PRODUCT.md section 3, rule 1). No share row means a share of 0."""
+    origin = min(start, timezone.now())
+    timeline = division_timeline(pool_id, division_id, origin=origin)
+    window = timeline.window(start, end)
+    peak = max(window, key=lambda s: s.held)
+    share = (
+        DivisionShare.objects.filter(pool_id=pool_id, division_id=division_id)
+        .values_list("gpus", flat=True)
+        .first()
+    ) or 0
+    return ShareCheck(
+        division_id=division_id,
+        share=share,
+        peak_after=peak.held + gpus,
+        capacity_at_peak=peak.capacity,
+        peak_at=peak.at,
+    )
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    pool: Pool
+    capacity: int
+    allocated: int
+    waiting: int
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.allocated, 0)
+
+    @property
+    def used_percent(self) -> int:
+        return round(100 * self.allocated / self.capacity) if self.capacity else 0
+
+
+def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
+    """Capacity, allocated and waiting demand of each pool as of `at` (default now), in three
+    aggregate queries whatever the number of pools."""
+    at = at or timezone.now()
+    pools = list(pools if pools is not None else Pool.objects.all())
+    ids = [p.pk for p in pools]
+    capacity = dict(
+        CapacityChange.objects.filter(pool_id__in=ids, effective_at__lte=at)
+        .values("pool_id")
+        .annotate(total=Sum("delta"))
+        .values_list("pool_id", "total")
+    )
+    allocated = dict(
+        Allocation.objects.filter(pool_id__in=ids, start__lte=at, end__gt=at)
+        .values("pool_id")
+        .annotate(total=Sum("gpus"))
+        .values_list("pool_id", "total")
+    )
+    waiting = dict(
+        AllocationChange.objects.filter(Q(status=AllocationChange.Status.WAITING), pool_id__in=ids)
+        .values("pool_id")
+        .annotate(total=Sum("gpus"))
+        .values_list("pool_id", "total")
+    )
+    return [
+        PoolStatus(
+            pool=p,
+            capacity=capacity.get(p.pk) or 0,
+            allocated=allocated.get(p.pk) or 0,
+            waiting=waiting.get(p.pk) or 0,
+        )
+        for p in pools
+    ]

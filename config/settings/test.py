@@ -1,0 +1,47 @@
+"""Test settings: the real PostgreSQL and Redis at DATABASE_URL / REDIS_URL (dev.py test starts
+its own when none answers). Never SQLite, never eager Celery."""
+
+import os
+
+from .base import *  # noqa: F403
+from .base import ALLOTMENT, DATABASES, env
+
+DEBUG = False
+SECRET_KEY = "test-only-not-secret"
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+SECURE_SSL_REDIRECT = False
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_allotment")}
+
+# Each pytest session gets its own Redis database index so parallel runs don't share queues.
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+TEST_REDIS_URL = env("TEST_REDIS_URL", default=REDIS_URL.rsplit("/", 1)[0] + "/9")
+CELERY_BROKER_URL = TEST_REDIS_URL
+CELERY_RESULT_BACKEND = TEST_REDIS_URL
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": TEST_REDIS_URL,
+        "KEY_PREFIX": f"test-{os.getpid()}",
+    }
+}
+CELERY_TASK_ALWAYS_EAGER = False
+# Short limits so fault tests recover within seconds; still visibility > 2 x hard limit.
+CELERY_VISIBILITY_TIMEOUT = 20
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+CELERY_TASK_TIME_LIMIT = 8
+CELERY_TASK_SOFT_TIME_LIMIT = 6
+ALLOTMENT = {**ALLOTMENT, "RESEND_AFTER_SECONDS": 5}
+
+# A worker process started by a test must use the test database, not the configured one.
+if env("ALLOTMENT_WORKER_DB", default=""):
+    DATABASES["default"]["NAME"] = env("ALLOTMENT_WORKER_DB")

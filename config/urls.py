@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from common import views as common_views
+
+api_v1 = [
+    path("", include("allocator.api.urls")),
+    path("", include("requests_app.api.urls")),
+    path("", include("org.api.urls")),
+]
+
+urlpatterns = [
+    path("", common_views.overview, name="overview"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("requests/", include("requests_app.urls")),
+    path("", include("allocator.urls")),
+    path("", include("org.urls")),
+    path("notifications/", include("notifications.urls")),
+    path("admin/", admin.site.urls),
+    path("healthz", common_views.healthz, name="healthz"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+]

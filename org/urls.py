@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+app_name = "org"
+urlpatterns = [
+    path("projects/", views.project_list, name="project-list"),
+]

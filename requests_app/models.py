@@ -1,0 +1,127 @@
+"""Compute requests and their approval steps (PRODUCT.md sections 2 and 3)."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from allocator.models import Allocation, AllocationChange, Pool
+from org.models import Project
+
+from .workflow import Stage, Status
+
+JUSTIFICATION_MAX = 4000
+
+
+class ComputeRequest(models.Model):
+    class Kind(models.TextChoices):
+        NEW = "new", "New allocation"
+        INCREASE = "increase", "Increase of an existing allocation"
+        EXTENSION = "extension", "Extension of an existing allocation"
+
+    class Priority(models.TextChoices):
+        LOW = "low", "Low"
+        NORMAL = "normal", "Normal"
+        HIGH = "high", "High"
+        URGENT = "urgent", "Urgent"
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="requests")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="requests")
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="compute_requests"
+    )
+    gpus = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.NEW)
+    target_allocation = models.ForeignKey(
+        Allocation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For an increase or extension: the project's allocation it grows.",
+    )
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    flexible_start = models.BooleanField(
+        default=False, help_text="A later start is acceptable if the GPUs are not free at once."
+    )
+
+    # The structured justification.
+    goal = models.TextField(max_length=JUSTIFICATION_MAX)
+    expected_outcome = models.TextField(max_length=JUSTIFICATION_MAX)
+    size_rationale = models.TextField(
+        max_length=JUSTIFICATION_MAX, help_text="Why this size and duration."
+    )
+    impact_if_denied = models.TextField(
+        max_length=JUSTIFICATION_MAX, help_text="What happens if it is not granted."
+    )
+
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.DRAFT)
+    # Which submission round the steps belong to: resubmitting after changes starts a new one.
+    round = models.PositiveSmallIntegerField(default=0)
+    needs_executive = models.BooleanField(default=False)
+    executive_reasons = models.JSONField(default=list, blank=True)
+    change = models.OneToOneField(
+        AllocationChange,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="request",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "submitted_at"]),
+            models.Index(fields=["requester", "-created_at"]),
+            models.Index(fields=["pool", "status"]),
+            models.Index(fields=["project", "status"]),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(gpus__gt=0), name="request_gpus_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="request_end_after_start"),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in Status]), name="request_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="new") | Q(target_allocation__isnull=False),
+                name="request_increase_extension_has_target",
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.gpus} × {self.pool} for {self.project} ({self.status})"
+
+
+class ApprovalStep(models.Model):
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+
+    request = models.ForeignKey(ComputeRequest, on_delete=models.CASCADE, related_name="steps")
+    round = models.PositiveSmallIntegerField()
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    decision = models.CharField(max_length=20, choices=Decision.choices)
+    decider = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    comment = models.TextField(blank=True, max_length=JUSTIFICATION_MAX)
+    decided_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "decided_at", "id"]
+        constraints = [
+            # One decision per request, stage and submission round.
+            models.UniqueConstraint(
+                fields=["request", "round", "stage"], name="approvalstep_one_per_stage"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.request_id} {self.stage}: {self.decision} by {self.decider}"
