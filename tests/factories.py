@@ -78,6 +78,7 @@ class RoleGrantFactory(factory.django.DjangoModelFactory):
 class PoolFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Pool
+        skip_postgeneration_save = True
 
     cluster = factory.Sequence(lambda n: f"cluster{n}")
     gpu_model = "H100"

@@ -1,0 +1,59 @@
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+
+from allocator.models import CapacityChange, DivisionShare, Pool
+from org.models import Division, Membership, Project, RoleGrant, Team
+from requests_app.models import ComputeRequest
+
+MODELS = [
+    Division,
+    Team,
+    Membership,
+    Project,
+    RoleGrant,
+    Pool,
+    CapacityChange,
+    DivisionShare,
+    ComputeRequest,
+]
+
+
+def snapshot():
+    counts = {m.__name__: m.objects.count() for m in MODELS}
+    counts["User"] = get_user_model().objects.count()
+    return counts
+
+
+@pytest.mark.django_db
+def test_demo_loads_twice_without_duplicates(settings):
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    call_command("seed_demo")
+    first = snapshot()
+    call_command("seed_demo")
+    assert snapshot() == first
+    assert {p.name for p in Pool.objects.all()} == {"east/H100", "west/H200", "central/A100"}
+    users = set(get_user_model().objects.values_list("username", flat=True))
+    assert {"rita", "paul", "rlead", "alead", "exec", "ops", "admin"} <= users
+
+
+@pytest.mark.django_db
+def test_demo_capacities_shares_and_future_arrival(settings):
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    call_command("seed_demo")
+    from allocator.selectors import max_capacity, pools_status
+
+    now = {s.pool.name: s.capacity for s in pools_status()}
+    assert now == {"east/H100": 1024, "west/H200": 512, "central/A100": 256}
+    west = Pool.objects.get(cluster="west")
+    assert max_capacity(west.pk) > 512  # the scheduled arrival
+    research = DivisionShare.objects.get(division__slug="research", pool__cluster="east")
+    assert research.gpus == 614  # 60% of 1024
+
+
+@pytest.mark.django_db
+def test_demo_refused_outside_demo_mode(settings):
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": False}
+    with pytest.raises(CommandError, match="password"):
+        call_command("seed_demo")
+    assert get_user_model().objects.count() == 0
