@@ -1,0 +1,93 @@
+"""The balance page (PRODUCT.md section 5): executives see each division's share of each pool
+against what it holds, and change a share. Everyone else gets 404, for the page and the POST."""
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from org.roles import roles_of
+
+from .shares import MAX_SHARE_INPUT, balance, division_share_set
+
+ID_MAX = 2**63 - 1
+
+
+class ShareForm(forms.Form):
+    division = forms.IntegerField(min_value=1, max_value=ID_MAX, widget=forms.HiddenInput)
+    pool = forms.IntegerField(min_value=1, max_value=ID_MAX, widget=forms.HiddenInput)
+    gpus = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_SHARE_INPUT,
+        error_messages={
+            "invalid": "Enter a whole number of GPUs.",
+            "min_value": "A share cannot be negative.",
+            "max_value": "That is more GPUs than any pool holds.",
+        },
+    )
+
+
+def _row_of(form: ShareForm | None) -> tuple[int, int] | None:
+    """The (division, pool) row of the page a refused form belongs to, so its errors show next
+    to its input; None when the ids themselves are bad (then the errors show at the top)."""
+    if form is None or not form.errors or form.errors.get("division") or form.errors.get("pool"):
+        return None
+    if form.non_field_errors():
+        return None
+    return (form.cleaned_data["division"], form.cleaned_data["pool"])
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def balance_page(request):
+    if not roles_of(request.user).is_executive:
+        raise Http404
+    form = None
+    if request.method == "POST":
+        form = ShareForm(request.POST)
+        if form.is_valid():
+            try:
+                result = division_share_set(
+                    actor=request.user,
+                    division_id=form.cleaned_data["division"],
+                    pool_id=form.cleaned_data["pool"],
+                    gpus=form.cleaned_data["gpus"],
+                )
+            except ValidationError as exc:
+                for field, errors in exc.message_dict.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            else:
+                share = result.share
+                if result.changed:
+                    messages.success(
+                        request,
+                        f"Share of {share.division.name} in {share.pool.name} set to "
+                        f"{result.after} GPUs (was {result.before}).",
+                    )
+                else:
+                    messages.info(request, "The share was already that; nothing changed.")
+                for warning in result.warnings:
+                    messages.warning(request, warning)
+                return redirect("allocator:balance")
+    pools = balance()
+    bad_row = _row_of(form)
+    if bad_row is not None and not any(
+        (r.division.pk, r.pool.pk) == bad_row for pb in pools for r in pb.rows
+    ):
+        bad_row = None
+    return render(
+        request,
+        "allocator/balance.html",
+        {
+            "pools": pools,
+            "form": form,
+            "bad_division": bad_row[0] if bad_row else None,
+            "bad_pool": bad_row[1] if bad_row else None,
+            "top_errors": form is not None and bool(form.errors) and bad_row is None,
+        },
+        status=400 if form is not None and form.errors else 200,
+    )

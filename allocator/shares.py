@@ -1,0 +1,399 @@
+"""The cross-division balance (PRODUCT.md sections 2 and 5, "Balance"): each division's share of
+each pool against what it holds now and at its peak over the horizon, and the executive decision
+that changes a share.
+
+Reads here are bulk: `pool_forecasts` builds the capacity/holdings timelines of every pool (and of
+every division inside each pool) from two queries, whatever the number of pools, so the overview,
+the balance page and the divisions API stay at a bounded query count with 100 pools. The
+timelines use the same rows as `selectors.pool_timeline` (allocations ending after the origin,
+every capacity change), so a forecast and the apply engine never disagree about a pool.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from org.models import Division
+from org.roles import roles_of
+
+from .models import Allocation, CapacityChange, DivisionShare, Pool
+from .selectors import horizon
+from .timeline import Span, Timeline
+
+# --- bulk forecast --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """One allocation as the forecast sees it (no model instance: cheap for 30,000 rows)."""
+
+    id: int
+    pool_id: int
+    division_id: int
+    project_id: int
+    project_name: str
+    confidential: bool
+    team_id: int
+    state: str
+    start: datetime
+    end: datetime
+    gpus: int
+
+
+@dataclass
+class PoolForecast:
+    pool: Pool
+    origin: datetime
+    until: datetime
+    timeline: Timeline
+    changes: list[tuple[datetime, int]]
+    held: list[HeldRow]
+    _division_timelines: dict[int, Timeline] = field(default_factory=dict)
+
+    @property
+    def capacity_now(self) -> int:
+        return self.timeline.steps[0].capacity
+
+    @property
+    def held_now(self) -> int:
+        return self.timeline.steps[0].held
+
+    @property
+    def max_capacity(self) -> int:
+        """The most GPUs the pool will hold at once, counting every scheduled change (the same
+        rule as `selectors.max_capacity`)."""
+        return max(step.capacity for step in self.timeline.steps)
+
+    def division_timeline(self, division_id: int) -> Timeline:
+        if division_id not in self._division_timelines:
+            self._division_timelines[division_id] = Timeline(
+                self.origin,
+                self.changes,
+                [Span(r.start, r.end, r.gpus) for r in self.held if r.division_id == division_id],
+            )
+        return self._division_timelines[division_id]
+
+    def division_held_now(self, division_id: int) -> int:
+        return self.division_timeline(division_id).steps[0].held
+
+    def division_peak(self, division_id: int) -> int:
+        """The division's largest holding at any instant of [origin, until)."""
+        return self.division_timeline(division_id).max_held(self.origin, self.until)
+
+    def steps_until(self) -> list:
+        """The pool's steps in force over [origin, until)."""
+        return self.timeline.window(self.origin, self.until)
+
+
+def pool_forecasts(
+    pools=None, *, origin: datetime | None = None, until: datetime | None = None
+) -> dict[int, PoolForecast]:
+    """Timelines of the given pools (default all) over [origin, until) — default now and the
+    horizon (90 days). Two queries: every capacity change of those pools, and every allocation
+    overlapping the window, joined to its project's team for the division."""
+    origin = origin or timezone.now()
+    until = until or origin + horizon()
+    pools = list(pools if pools is not None else Pool.objects.all())
+    ids = [p.pk for p in pools]
+    changes: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    for pool_id, at, delta in CapacityChange.objects.filter(pool_id__in=ids).values_list(
+        "pool_id", "effective_at", "delta"
+    ):
+        changes[pool_id].append((at, delta))
+    held: dict[int, list[HeldRow]] = defaultdict(list)
+    rows = (
+        Allocation.objects.filter(pool_id__in=ids, end__gt=origin, start__lt=until)
+        .order_by()
+        .values_list(
+            "id",
+            "pool_id",
+            "project__team__division_id",
+            "project_id",
+            "project__name",
+            "project__confidential",
+            "project__team_id",
+            "state",
+            "start",
+            "end",
+            "gpus",
+        )
+    )
+    for row in rows:
+        held[row[1]].append(HeldRow(*row))
+    forecasts = {}
+    for pool in pools:
+        spans = [Span(r.start, r.end, r.gpus) for r in held[pool.pk]]
+        forecasts[pool.pk] = PoolForecast(
+            pool=pool,
+            origin=origin,
+            until=until,
+            timeline=Timeline(origin, changes[pool.pk], spans),
+            changes=changes[pool.pk],
+            held=held[pool.pk],
+        )
+    return forecasts
+
+
+def summed_timeline(forecasts: dict[int, PoolForecast], origin: datetime) -> Timeline:
+    """All pools as one: capacity and holdings summed (a Timeline does not care about pools)."""
+    changes = [c for f in forecasts.values() for c in f.changes]
+    spans = [Span(r.start, r.end, r.gpus) for f in forecasts.values() for r in f.held]
+    return Timeline(origin, changes, spans)
+
+
+# --- balance --------------------------------------------------------------------------------
+
+
+def _percent(part: int, whole: int) -> int | None:
+    return round(100 * part / whole) if whole > 0 else None
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    division: Division
+    pool: Pool
+    share: int  # GPUs; 0 when no share row exists
+    share_percent: int | None  # of the pool's current capacity
+    held_now: int
+    peak: int  # largest holding over the horizon
+    reclaim: list[HeldRow]  # what compute ops would take back to bring the peak under the share
+
+    @property
+    def over(self) -> bool:
+        return self.peak > self.share
+
+    @property
+    def excess(self) -> int:
+        return max(self.peak - self.share, 0)
+
+
+@dataclass(frozen=True)
+class PoolBalance:
+    forecast: PoolForecast
+    rows: list[ShareRow]
+
+    @property
+    def pool(self) -> Pool:
+        return self.forecast.pool
+
+    @property
+    def shares_total(self) -> int:
+        return sum(r.share for r in self.rows)
+
+    @property
+    def overcommitted(self) -> bool:
+        """Shares promise more GPUs than the pool has now (allowed, but warned about)."""
+        return self.shares_total > self.forecast.capacity_now
+
+
+def reclaim_candidates(held: list[HeldRow], *, division_id: int, excess: int) -> list[HeldRow]:
+    """The division's allocations compute ops would reclaim to cover `excess` GPUs: active ones
+    (now or later), largest first and, among equals, the latest-ending first — fewest moves, and
+    the longest commitments go before short ones that end on their own soon."""
+    if excess <= 0:
+        return []
+    mine = sorted(
+        (r for r in held if r.division_id == division_id and r.state == Allocation.State.ACTIVE),
+        key=lambda r: (-r.gpus, -r.end.timestamp(), -r.id),
+    )
+    chosen, covered = [], 0
+    for row in mine:
+        if covered >= excess:
+            break
+        chosen.append(row)
+        covered += row.gpus
+    return chosen
+
+
+def _share_row(forecast: PoolForecast, division: Division, share: int) -> ShareRow:
+    peak = forecast.division_peak(division.pk)
+    return ShareRow(
+        division=division,
+        pool=forecast.pool,
+        share=share,
+        share_percent=_percent(share, forecast.capacity_now),
+        held_now=forecast.division_held_now(division.pk),
+        peak=peak,
+        reclaim=reclaim_candidates(forecast.held, division_id=division.pk, excess=peak - share),
+    )
+
+
+def balance(*, origin: datetime | None = None) -> list[PoolBalance]:
+    """Every pool with every division's share, holding now and peak over the horizon. Five
+    queries: pools, divisions, shares, capacity changes, allocations."""
+    origin = origin or timezone.now()
+    pools = list(Pool.objects.all())
+    divisions = list(Division.objects.all())
+    shares = {
+        (d, p): g for d, p, g in DivisionShare.objects.values_list("division_id", "pool_id", "gpus")
+    }
+    forecasts = pool_forecasts(pools, origin=origin)
+    result = []
+    for pool in pools:
+        forecast = forecasts[pool.pk]
+        rows = []
+        for division in divisions:
+            rows.append(_share_row(forecast, division, shares.get((division.pk, pool.pk), 0)))
+        result.append(PoolBalance(forecast=forecast, rows=rows))
+    return result
+
+
+def division_holdings(divisions, *, origin: datetime | None = None) -> dict[int, list[ShareRow]]:
+    """Shares, holdings now and peaks of the given divisions in every pool (for the API).
+    Four queries: pools, shares, capacity changes, allocations."""
+    origin = origin or timezone.now()
+    divisions = list(divisions)
+    pools = list(Pool.objects.all())
+    shares = {
+        (d, p): g
+        for d, p, g in DivisionShare.objects.filter(
+            division_id__in=[d.pk for d in divisions]
+        ).values_list("division_id", "pool_id", "gpus")
+    }
+    forecasts = pool_forecasts(pools, origin=origin)
+    result = {}
+    for division in divisions:
+        rows = []
+        for pool in pools:
+            share = shares.get((division.pk, pool.pk), 0)
+            rows.append(_share_row(forecasts[pool.pk], division, share))
+        result[division.pk] = rows
+    return result
+
+
+# --- the executive decision -----------------------------------------------------------------
+
+MAX_SHARE_INPUT = 10**9  # anything above is nonsense input, refused before any arithmetic
+
+
+@dataclass(frozen=True)
+class ShareUpdate:
+    share: DivisionShare
+    before: int
+    after: int
+    changed: bool
+    capacity_now: int
+    shares_total: int  # of the pool, after the change
+    row: ShareRow  # the division's standing in the pool after the change
+
+    @property
+    def overcommitted(self) -> bool:
+        return self.shares_total > self.capacity_now
+
+    @property
+    def warnings(self) -> list[str]:
+        pool, division = self.share.pool, self.share.division
+        out = []
+        if self.overcommitted:
+            out.append(
+                f"The shares of {pool.name} now add up to {self.shares_total} GPUs, more than its "
+                f"capacity of {self.capacity_now}."
+            )
+        if self.row.over:
+            listed = "; ".join(
+                f"allocation #{r.id} ({r.project_name}, {r.gpus} GPUs until "
+                f"{timezone.localtime(r.end):%Y-%m-%d %H:%M})"
+                for r in self.row.reclaim
+            )
+            out.append(
+                f"{division.name} holds up to {self.row.peak} GPUs of {pool.name} over the next "
+                f"{horizon().days} days, {self.row.excess} above its new "
+                f"share of {self.after}. To bring it back, compute ops would reclaim: {listed}."
+            )
+        return out
+
+
+def _parse_gpus(value) -> int:
+    if isinstance(value, bool):
+        raise ValidationError({"gpus": ["Enter a whole number of GPUs."]})
+    if isinstance(value, int):
+        gpus = value
+    else:
+        text = str(value).strip()
+        if not text or len(text) > 12 or not text.lstrip("-").isdigit():
+            raise ValidationError({"gpus": ["Enter a whole number of GPUs."]})
+        gpus = int(text)
+    if gpus < 0:
+        raise ValidationError({"gpus": ["A share cannot be negative."]})
+    if gpus > MAX_SHARE_INPUT:
+        raise ValidationError({"gpus": ["That is more GPUs than any pool holds."]})
+    return gpus
+
+
+@transaction.atomic
+def division_share_set(*, actor, division_id: int, pool_id: int, gpus) -> ShareUpdate:
+    """Set a division's share of a pool: an executive decision, audited with before and after.
+
+    Refused: a non-executive actor (PermissionDenied), an unknown division or pool, a share that
+    is not a whole number, negative, or above the most GPUs the pool will ever hold
+    (ValidationError, nothing changes). Allowed but reported in `warnings`: shares of the pool
+    adding up to more than its capacity, and a cut below what the division holds — with the
+    allocations compute ops would have to reclaim.
+    """
+    if not roles_of(actor).is_executive:
+        raise PermissionDenied("Only executives set division shares.")
+    gpus = _parse_gpus(gpus)
+    division = Division.objects.filter(pk=division_id).first()
+    pool = Pool.objects.filter(pk=pool_id).first()
+    errors = {}
+    if division is None:
+        errors["division"] = ["No such division."]
+    if pool is None:
+        errors["pool"] = ["No such pool."]
+    if errors:
+        raise ValidationError(errors)
+
+    origin = timezone.now()
+    forecast = pool_forecasts([pool], origin=origin)[pool.pk]
+    if gpus > forecast.max_capacity:
+        raise ValidationError(
+            {
+                "gpus": [
+                    f"{pool.name} will never hold more than {forecast.max_capacity} GPUs; "
+                    f"a share of {gpus} is out of range."
+                ]
+            }
+        )
+
+    # The row lock serialises two executives editing the same share: the second one reads the
+    # first one's value as its `before`, so the audit trail chains without gaps.
+    share, _ = DivisionShare.objects.get_or_create(
+        division=division, pool=pool, defaults={"gpus": 0, "updated_by": actor}
+    )
+    share = (
+        DivisionShare.objects.select_for_update()
+        .select_related("division", "pool")
+        .get(pk=share.pk)
+    )
+    before = share.gpus
+    changed = before != gpus
+    if changed:
+        share.gpus = gpus
+        share.updated_by = actor
+        share.save(update_fields=["gpus", "updated_by", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="share.update",
+            obj=share,
+            before={"gpus": before, "division": division.pk, "pool": pool.pk},
+            after={"gpus": gpus, "division": division.pk, "pool": pool.pk},
+            message=f"Share of {division.name} in {pool.name}: {before} → {gpus} GPUs.",
+        )
+
+    shares_total = sum(DivisionShare.objects.filter(pool=pool).values_list("gpus", flat=True))
+    return ShareUpdate(
+        share=share,
+        before=before,
+        after=gpus,
+        changed=changed,
+        capacity_now=forecast.capacity_now,
+        shares_total=shares_total,
+        row=_share_row(forecast, division, gpus),
+    )
