@@ -306,7 +306,9 @@ def cmd_run(argv: list[str]) -> int:
         def stop(*_):
             raise KeyboardInterrupt
 
+        # Explicit, because a shell that starts us in the background ignores SIGINT for us.
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
