@@ -344,7 +344,9 @@ def cmd_test(argv: list[str]) -> int:
     (ROOT / "test-output").mkdir(exist_ok=True)
     ensure_chromium()
     with contextlib.ExitStack() as stack:
-        start_services(stack, prefer_local=True, data_dir=VAR / "test-servers")
+        # ALLOTMENT_EMBEDDED=1 ignores local servers (to try what a machine without them does).
+        prefer_local = os.environ.get("ALLOTMENT_EMBEDDED") != "1"
+        start_services(stack, prefer_local=prefer_local, data_dir=VAR / "test-servers")
         log(
             f"PostgreSQL: {os.environ['DATABASE_URL']}  Redis: {os.environ.get('REDIS_URL', os.environ.get('CELERY_BROKER_URL'))}"
         )
