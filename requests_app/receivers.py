@@ -1,0 +1,90 @@
+"""The engine's hand-back (allocator.signals.change_settled): the request follows its change.
+
+Runs inside the engine's transaction with the change row locked, so the request's status and its
+change's status commit together or not at all. The engine notifies owners about allocated,
+waiting and failed; this receiver notifies executives when a change comes back for their review.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from audit.services import audit_record
+
+from .models import ApprovalStep, ComputeRequest
+from .workflow import Stage, Status, can_move
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_STATUS = {
+    "applied": Status.ALLOCATED,
+    "waiting": Status.WAITING,
+    "needs_review": Status.PENDING_EXECUTIVE,
+    "failed": Status.FAILED,
+    "retried": Status.APPROVED,
+}
+
+OUTCOME_MESSAGE = {
+    "applied": "The GPUs were allocated.",
+    "waiting": "The GPUs are not free yet; the request waits in the pool's queue.",
+    "needs_review": "At apply time the request needs executive review",
+    "failed": "Applying the request failed",
+    "retried": "Compute ops retried applying the request.",
+}
+
+
+def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kwargs) -> None:
+    target = OUTCOME_STATUS.get(outcome)
+    if target is None:
+        logger.warning("change_settled with unknown outcome %r for change %s", outcome, change.pk)
+        return
+    req = (
+        ComputeRequest.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("project__team", "pool", "requester")
+        .filter(change_id=change.pk)
+        .first()
+    )
+    if req is None:  # a change not made for a request
+        return
+    if req.status == target:  # told twice (a redelivered task): nothing moves
+        return
+    if not can_move(req.status, target):
+        # Never raise into the engine's transaction: that would undo an apply that happened.
+        logger.error(
+            "request #%s is %s; ignoring change %s outcome %s",
+            req.pk,
+            req.status,
+            change.pk,
+            outcome,
+        )
+        return
+    reasons = list(reasons or [])
+    before = {"status": req.status}
+    req.status = target
+    fields = ["status", "updated_at"]
+    message = OUTCOME_MESSAGE[outcome]
+    if outcome == "needs_review":
+        req.needs_executive = True
+        req.executive_reasons = reasons
+        fields += ["needs_executive", "executive_reasons"]
+        message += (": it " + "; it ".join(reasons) + ".") if reasons else "."
+    elif outcome == "failed":
+        message += (": " + "; ".join(reasons)) if reasons else "."
+    elif reasons:
+        message += " " + "; ".join(reasons)
+    req.save(update_fields=fields)
+    audit_record(
+        actor=actor,
+        action=f"request.{outcome}",
+        obj=req,
+        before=before,
+        after={"status": target, "change": change.pk, "reasons": reasons},
+        message=message,
+    )
+    if target == Status.PENDING_EXECUTIVE:
+        from .services import _notify_executives
+
+        division_deciders = ApprovalStep.objects.filter(
+            request=req, round=req.round, stage=Stage.DIVISION
+        ).select_related("decider")
+        _notify_executives(req, exclude=[s.decider for s in division_deciders])

@@ -1,0 +1,562 @@
+"""Writes on compute requests: file, edit, submit, withdraw, decide (PRODUCT.md section 3).
+
+Every transition follows the same four steps inside one transaction: lock the request row, re-check
+its state and the policy on the locked row, write the step and the audit row, save with
+`update_fields`. Two leads clicking "approve" at once therefore serialise on the row lock; the
+second one sees the new state and gets `Conflict`, and nothing changes twice.
+
+Errors: `ValidationError` (bad input, per field), `NotAllowed` (403: who asks may not do this),
+`Conflict` (409: the request's state does not allow it, e.g. somebody decided first).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from allocator import selectors as allocator_selectors
+from allocator.models import Allocation, AllocationChange, Pool
+from allocator.models import Priority as ChangePriority
+from audit.services import audit_record
+from notifications.models import Notification
+from notifications.services import notify
+from org.models import Project, RoleGrant
+from org.roles import roles_of
+
+from . import policies
+from .models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
+from .workflow import Action, Stage, Status, can_move
+
+# A start this close to "now" still counts as now: the form takes a minute to fill in.
+START_GRACE = timedelta(minutes=10)
+
+JUSTIFICATION_FIELDS = {
+    "goal": "Say what the GPUs are for.",
+    "expected_outcome": "Say what outcome or milestone you expect.",
+    "size_rationale": "Say why this size and duration.",
+    "impact_if_denied": "Say what happens if the request is not granted.",
+}
+EDITABLE_FIELDS = (
+    "project",
+    "pool",
+    "gpus",
+    "start",
+    "end",
+    "kind",
+    "target_allocation",
+    "priority",
+    "flexible_start",
+    *JUSTIFICATION_FIELDS,
+)
+
+
+class RequestError(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotAllowed(RequestError, PermissionDenied):
+    """The user may see the request but not do this (403)."""
+
+
+class Conflict(RequestError):
+    """The request's state does not allow this (409): e.g. it was decided meanwhile."""
+
+
+def check(verdict: policies.Verdict) -> None:
+    if not verdict:
+        raise (Conflict if verdict.conflict else NotAllowed)(verdict.reason)
+
+
+def _link(req: ComputeRequest) -> str:
+    return reverse("requests:detail", args=[req.pk])
+
+
+# --- Validation, shared by the form and the API (through the services) ---
+
+
+def _as_int(value, field: str, errors: dict, message: str) -> int | None:
+    if value is None or value == "":
+        errors.setdefault(field, []).append(message)
+        return None
+    if isinstance(value, bool):
+        errors.setdefault(field, []).append(message)
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        errors.setdefault(field, []).append(message)
+        return None
+
+
+def _clean_text(value, field: str, errors: dict) -> str:
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    text = text.strip()
+    if not text:
+        errors.setdefault(field, []).append(JUSTIFICATION_FIELDS[field])
+    elif len(text) > JUSTIFICATION_MAX:
+        errors.setdefault(field, []).append(
+            f"At most {JUSTIFICATION_MAX} characters (this has {len(text)})."
+        )
+    elif "\x00" in text:
+        errors.setdefault(field, []).append("Remove the null character from the text.")
+    # Markup is kept as typed and always rendered escaped: it is shown, never executed.
+    return text
+
+
+def request_clean(*, user, data: dict, now: datetime | None = None) -> dict:
+    """Check a request's fields as a whole and return them cleaned, or raise ValidationError with
+    one message per field. `data` holds project/pool/target_allocation as ids."""
+    now = now or timezone.now()
+    errors: dict[str, list[str]] = {}
+    roles = roles_of(user)
+    cleaned: dict = {}
+
+    project = None
+    project_id = _as_int(
+        data.get("project"), "project", errors, "Choose one of your teams' projects."
+    )
+    if project_id is not None:
+        project = Project.objects.select_related("team").filter(pk=project_id).first()
+        # Unknown and foreign projects answer alike: their existence is not revealed.
+        if project is None or not roles.member_of(project.team_id):
+            errors["project"] = ["Unknown project, or not a project of your teams."]
+            project = None
+        elif project.state == Project.State.ENDED:
+            errors["project"] = [f"{project.name} has ended; it cannot ask for GPUs."]
+            project = None
+    cleaned["project"] = project
+
+    pool = None
+    pool_id = _as_int(data.get("pool"), "pool", errors, "Choose a pool.")
+    if pool_id is not None:
+        pool = Pool.objects.filter(pk=pool_id).first()
+        if pool is None:
+            errors["pool"] = ["Unknown pool."]
+    cleaned["pool"] = pool
+
+    kind = data.get("kind") or ComputeRequest.Kind.NEW
+    if kind not in ComputeRequest.Kind.values:
+        errors["kind"] = [f"Kind must be one of: {', '.join(ComputeRequest.Kind.values)}."]
+        kind = None
+    cleaned["kind"] = kind
+
+    priority = data.get("priority") or ComputeRequest.Priority.NORMAL
+    if priority not in ComputeRequest.Priority.values:
+        errors["priority"] = [
+            f"Priority must be one of: {', '.join(ComputeRequest.Priority.values)}."
+        ]
+    cleaned["priority"] = priority
+    cleaned["flexible_start"] = bool(data.get("flexible_start", False))
+
+    gpus = _as_int(data.get("gpus"), "gpus", errors, "Give a whole number of GPUs.")
+    start, end = data.get("start"), data.get("end")
+    if not isinstance(start, datetime):
+        errors.setdefault("start", []).append("Give a start date and time.")
+        start = None
+    if not isinstance(end, datetime):
+        errors.setdefault("end", []).append("Give an end date and time.")
+        end = None
+
+    target = None
+    target_id = data.get("target_allocation")
+    if kind == ComputeRequest.Kind.NEW:
+        if target_id not in (None, ""):
+            errors["target_allocation"] = [
+                "Only an increase or an extension names an allocation to grow."
+            ]
+    elif kind is not None:
+        target_id = _as_int(
+            target_id,
+            "target_allocation",
+            errors,
+            f"An {kind} names one of the project's allocations in this pool.",
+        )
+        if target_id is not None:
+            target = Allocation.objects.filter(
+                pk=target_id, state=Allocation.State.ACTIVE, end__gt=now
+            ).first()
+            if (
+                target is None
+                or project is None
+                or pool is None
+                or target.project_id != project.pk
+                or target.pool_id != pool.pk
+            ):
+                errors["target_allocation"] = [
+                    "Choose an active allocation of the same project and pool."
+                ]
+                target = None
+        if kind == ComputeRequest.Kind.EXTENSION and target is not None:
+            # An extension moves the allocation's end: it starts where the allocation ends now
+            # and keeps its GPUs (contract with the engine).
+            start, gpus = target.end, target.gpus
+            errors.pop("start", None)
+            errors.pop("gpus", None)
+            if end is not None and end <= target.end:
+                errors["end"] = [
+                    f"An extension must end after the allocation's current end "
+                    f"({timezone.localtime(target.end):%Y-%m-%d %H:%M})."
+                ]
+    cleaned["target_allocation"] = target
+
+    if gpus is not None:
+        if gpus <= 0:
+            errors["gpus"] = ["Ask for at least one GPU."]
+        elif pool is not None:
+            most = allocator_selectors.max_capacity(pool.pk)
+            if gpus > most:
+                errors["gpus"] = [f"{pool.name} will never hold more than {most} GPUs."]
+    cleaned["gpus"] = gpus
+
+    if start is not None and kind != ComputeRequest.Kind.EXTENSION and start < now - START_GRACE:
+        errors.setdefault("start", []).append("The start is in the past.")
+    if start is not None and end is not None and end <= start and "end" not in errors:
+        errors["end"] = ["The end must be after the start."]
+    cleaned["start"], cleaned["end"] = start, end
+
+    for field in JUSTIFICATION_FIELDS:
+        cleaned[field] = _clean_text(data.get(field), field, errors)
+
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def _snapshot(req: ComputeRequest) -> dict:
+    return {
+        "project": req.project_id,
+        "pool": req.pool_id,
+        "gpus": req.gpus,
+        "start": req.start,
+        "end": req.end,
+        "kind": req.kind,
+        "target_allocation": req.target_allocation_id,
+        "priority": req.priority,
+        "flexible_start": req.flexible_start,
+        **{f: getattr(req, f) for f in JUSTIFICATION_FIELDS},
+    }
+
+
+def _lock(request_id: int) -> ComputeRequest:
+    # no_key: the lock must not block inserts of rows referencing this one (steps, audit).
+    return (
+        ComputeRequest.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("project__team__division", "pool", "requester", "change")
+        .get(pk=request_id)
+    )
+
+
+def _lock_visible(*, user, request_id: int) -> ComputeRequest:
+    from django.http import Http404
+
+    try:
+        req = _lock(request_id)
+    except ComputeRequest.DoesNotExist:
+        raise Http404("No such request.") from None
+    if not policies.can_view(user, req):
+        raise Http404("No such request.")
+    return req
+
+
+# --- Filing and editing ---
+
+
+@transaction.atomic
+def request_create(*, user, data: dict) -> ComputeRequest:
+    """File a draft for one of the user's teams' projects."""
+    cleaned = request_clean(user=user, data=data)
+    req = ComputeRequest.objects.create(requester=user, status=Status.DRAFT, **cleaned)
+    audit_record(
+        actor=user,
+        action="request.create",
+        obj=req,
+        after={"status": req.status, **_snapshot(req)},
+        message=f"{user} filed a draft request for {req.gpus} GPUs of {req.pool}.",
+    )
+    return req
+
+
+@transaction.atomic
+def request_update(*, user, request_id: int, data: dict) -> ComputeRequest:
+    """Edit a draft, or a request sent back for changes. `data` may be partial."""
+    req = _lock_visible(user=user, request_id=request_id)
+    check(policies.can_edit(user, req))
+    before = _snapshot(req)
+    merged = {**before, **{k: v for k, v in data.items() if k in EDITABLE_FIELDS}}
+    cleaned = request_clean(user=user, data=merged)
+    changed = []
+    for field, value in cleaned.items():
+        if getattr(req, field) != value:
+            setattr(req, field, value)
+            changed.append(field)
+    if not changed:
+        return req
+    req.save(update_fields=[*changed, "updated_at"])
+    after = _snapshot(req)
+    audit_record(
+        actor=user,
+        action="request.update",
+        obj=req,
+        before={k: before[k] for k in after if before[k] != after[k]},
+        after={k: after[k] for k in after if before[k] != after[k]},
+        message=f"{user} edited {', '.join(f.replace('_', ' ') for f in changed)}.",
+    )
+    return req
+
+
+# --- Routing (PRODUCT.md section 3) ---
+
+
+def executive_reasons(req: ComputeRequest) -> list[str]:
+    """The reasons this request needs executive review, as sentences; empty if it doesn't."""
+    reasons = []
+    division = req.project.team.division
+    start, end = req.start, req.end
+    check = allocator_selectors.share_check(
+        pool_id=req.pool_id, division_id=division.pk, gpus=req.gpus, start=start, end=end
+    )
+    if check.exceeds:
+        reasons.append(check.sentence(division.name, req.pool.name))
+    large = settings.ALLOTMENT["LARGE_REQUEST_GPUS"]
+    if req.gpus >= large:
+        reasons.append(f"asks for {req.gpus} GPUs, at or above the {large}-GPU large-request mark")
+    if req.priority == ComputeRequest.Priority.URGENT:
+        reasons.append("is marked urgent")
+    return reasons
+
+
+def _users_with_role(role: str, *, division_id: int | None = None, exclude=()):
+    users = get_user_model().objects.filter(role_grants__role=role, is_active=True)
+    if division_id is not None:
+        users = users.filter(role_grants__division_id=division_id)
+    return users.exclude(pk__in=[u.pk for u in exclude if u is not None]).distinct()
+
+
+def _notify_division(req: ComputeRequest) -> None:
+    leads = _users_with_role(
+        RoleGrant.Role.DIVISION_LEAD,
+        division_id=req.project.team.division_id,
+        exclude=[req.requester],
+    )
+    notify(
+        recipients=leads,
+        kind=Notification.Kind.SUBMITTED,
+        message=f"{req.requester} asks for {req.gpus} GPUs of {req.pool} for {req.project}: "
+        f"request #{req.pk} waits for your division review.",
+        link=_link(req),
+        dedupe_key=f"request-{req.pk}-round-{req.round}-division",
+    )
+
+
+def _notify_executives(req: ComputeRequest, *, exclude=()) -> None:
+    execs = _users_with_role(RoleGrant.Role.EXECUTIVE, exclude=[req.requester, *exclude])
+    notify(
+        recipients=execs,
+        kind=Notification.Kind.SUBMITTED,
+        message=f"Request #{req.pk} ({req.gpus} GPUs of {req.pool} for {req.project}) waits for "
+        "your executive review.",
+        link=_link(req),
+        dedupe_key=f"request-{req.pk}-round-{req.round}-executive",
+    )
+
+
+def _move(req: ComputeRequest, target: str, *, actor, action: str, message: str, extra=None):
+    """Set the status of a locked request and write its one audit row."""
+    if not can_move(req.status, target):  # the workflow table is the last word
+        raise Conflict(f"A request cannot go from {req.status} to {target}.")
+    before = {"status": req.status}
+    req.status = target
+    audit_record(
+        actor=actor,
+        action=action,
+        obj=req,
+        before=before,
+        after={"status": target, **(extra or {})},
+        message=message,
+    )
+
+
+@transaction.atomic
+def request_submit(*, user, request_id: int) -> ComputeRequest:
+    req = _lock_visible(user=user, request_id=request_id)
+    check(policies.can_submit(user, req))
+    # The draft may have gone stale (its start passed, the pool shrank): check it again.
+    cleaned = request_clean(user=user, data=_snapshot(req))
+    # An extension starts where its allocation ends now, which may have moved since the draft.
+    req.start, req.gpus = cleaned["start"], cleaned["gpus"]
+    reasons = executive_reasons(req)
+    req.round += 1
+    req.needs_executive = bool(reasons)
+    req.executive_reasons = reasons
+    req.submitted_at = timezone.now()
+    _move(
+        req,
+        Status.PENDING_DIVISION,
+        actor=user,
+        action="request.submit",
+        message=f"{user} submitted the request (round {req.round})"
+        + (f"; it also needs executive review: it {'; it '.join(reasons)}." if reasons else "."),
+        extra={"round": req.round, "executive_reasons": reasons},
+    )
+    req.save(
+        update_fields=[
+            "status",
+            "round",
+            "needs_executive",
+            "executive_reasons",
+            "submitted_at",
+            "start",
+            "gpus",
+            "updated_at",
+        ]
+    )
+    _notify_division(req)
+    return req
+
+
+def _cancel_returned_change(req: ComputeRequest, *, actor) -> None:
+    """A change the engine sent back to executive review is cancelled when the request is not
+    approved after all."""
+    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+        from allocator.services import allocation_change_cancel
+
+        allocation_change_cancel(change_id=req.change_id, actor=actor)
+
+
+@transaction.atomic
+def request_withdraw(*, user, request_id: int, comment: str = "") -> ComputeRequest:
+    req = _lock_visible(user=user, request_id=request_id)
+    check(policies.can_withdraw(user, req))
+    _cancel_returned_change(req, actor=user)
+    _move(
+        req,
+        Status.WITHDRAWN,
+        actor=user,
+        action="request.withdraw",
+        message=f"{user} withdrew the request." + (f" {comment}" if comment else ""),
+    )
+    req.save(update_fields=["status", "updated_at"])
+    return req
+
+
+# --- Deciding ---
+
+DECISIONS = {
+    Action.APPROVE: ApprovalStep.Decision.APPROVED,
+    Action.REJECT: ApprovalStep.Decision.REJECTED,
+    Action.REQUEST_CHANGES: ApprovalStep.Decision.CHANGES_REQUESTED,
+}
+
+
+def _apply_approval(req: ComputeRequest, *, actor, executive_reviewed: bool) -> None:
+    from allocator import services as allocator_services
+
+    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+        # The engine sent it back because the share rule came to hold at apply time.
+        allocator_services.allocation_change_resume(
+            change_id=req.change_id, executive_reviewed=executive_reviewed, actor=actor
+        )
+        return
+    req.change = allocator_services.allocation_change_create(
+        pool_id=req.pool_id,
+        project_id=req.project_id,
+        kind=req.kind,
+        target_allocation_id=req.target_allocation_id,
+        gpus=req.gpus,
+        start=req.start,
+        end=req.end,
+        flexible_start=req.flexible_start,
+        priority=ChangePriority[req.priority.upper()],
+        executive_reviewed=executive_reviewed,
+        requested_by=req.requester,
+        approved_at=req.approved_at,
+    )
+
+
+@transaction.atomic
+def request_decide(*, user, request_id: int, action: str, comment: str = "") -> ComputeRequest:
+    """Approve, reject or request changes on the stage the request waits for."""
+    if action not in DECISIONS:
+        raise ValidationError({"action": ["Unknown decision."]})
+    req = _lock_visible(user=user, request_id=request_id)
+    steps = list(req.steps.filter(round=req.round))
+    check(policies.can_decide(user, req, steps=steps))
+    comment = (comment or "").strip()
+    if action != Action.APPROVE and not comment:
+        raise ValidationError({"comment": ["Say why: a comment is required for this decision."]})
+    if len(comment) > JUSTIFICATION_MAX:
+        raise ValidationError({"comment": [f"At most {JUSTIFICATION_MAX} characters."]})
+    if "\x00" in comment:
+        raise ValidationError({"comment": ["Remove the null character from the text."]})
+    stage = policies.current_stage(req)
+    decision = DECISIONS[action]
+    try:
+        with transaction.atomic():
+            step = ApprovalStep.objects.create(
+                request=req,
+                round=req.round,
+                stage=stage,
+                decision=decision,
+                decider=user,
+                comment=comment,
+            )
+    except IntegrityError:  # backstop: the row lock should make this unreachable
+        raise Conflict("This stage was decided already.") from None
+
+    stage_label = Stage(stage).label.lower()
+    update_fields = ["status", "updated_at"]
+    if decision == ApprovalStep.Decision.APPROVED:
+        if stage == Stage.DIVISION and req.needs_executive:
+            target = Status.PENDING_EXECUTIVE
+        else:
+            target = Status.APPROVED
+            req.approved_at = timezone.now()
+            update_fields += ["approved_at", "change"]
+    elif decision == ApprovalStep.Decision.REJECTED:
+        target = Status.REJECTED
+    else:
+        target = Status.CHANGES_REQUESTED
+
+    verb = {
+        ApprovalStep.Decision.APPROVED: "approved",
+        ApprovalStep.Decision.REJECTED: "rejected",
+        ApprovalStep.Decision.CHANGES_REQUESTED: "asked for changes in",
+    }[decision]
+    _move(
+        req,
+        target,
+        actor=user,
+        action=f"request.{action}",
+        message=f"{user} {verb} the {stage_label}" + (f": {comment}" if comment else "."),
+        extra={"stage": stage, "decision": decision, "round": req.round, "step": step.pk},
+    )
+    if target == Status.APPROVED:
+        _apply_approval(req, actor=user, executive_reviewed=stage == Stage.EXECUTIVE)
+    elif stage == Stage.EXECUTIVE:
+        _cancel_returned_change(req, actor=user)
+    req.save(update_fields=update_fields)
+
+    outcome = {
+        Status.PENDING_EXECUTIVE: "it now goes to executive review",
+        Status.APPROVED: "it is approved and will be allocated shortly",
+        Status.REJECTED: "it is rejected",
+        Status.CHANGES_REQUESTED: "please edit and resubmit it",
+    }[target]
+    notify(
+        recipients=[req.requester],
+        kind=Notification.Kind.DECIDED,
+        message=f"{user} {verb} the {stage_label} of your request #{req.pk}; {outcome}."
+        + (f" Comment: {comment}" if comment else ""),
+        link=_link(req),
+    )
+    if target == Status.PENDING_EXECUTIVE:
+        _notify_executives(req, exclude=[user])
+    return req
