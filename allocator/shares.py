@@ -225,16 +225,26 @@ def _share_row(forecast: PoolForecast, division: Division, share: int) -> ShareR
     )
 
 
-def balance(*, origin: datetime | None = None) -> list[PoolBalance]:
-    """Every pool with every division's share, holding now and peak over the horizon. Five
-    queries: pools, divisions, shares, capacity changes, allocations."""
+def balance(
+    *,
+    origin: datetime | None = None,
+    pools=None,
+    forecasts: dict[int, PoolForecast] | None = None,
+) -> list[PoolBalance]:
+    """Every pool (or the given ones) with every division's share, holding now and peak over
+    the horizon. Five queries: pools, divisions, shares, capacity changes, allocations — three
+    when the caller already has the pools and their forecasts."""
     origin = origin or timezone.now()
-    pools = list(Pool.objects.all())
+    pools = list(pools if pools is not None else Pool.objects.all())
     divisions = list(Division.objects.all())
     shares = {
-        (d, p): g for d, p, g in DivisionShare.objects.values_list("division_id", "pool_id", "gpus")
+        (d, p): g
+        for d, p, g in DivisionShare.objects.filter(pool__in=pools).values_list(
+            "division_id", "pool_id", "gpus"
+        )
     }
-    forecasts = pool_forecasts(pools, origin=origin)
+    if forecasts is None:
+        forecasts = pool_forecasts(pools, origin=origin)
     result = []
     for pool in pools:
         forecast = forecasts[pool.pk]
