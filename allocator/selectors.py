@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
 from .timeline import Span, Timeline
+
+# Allocations that hold GPUs over their [start, end). A released or fully reclaimed allocation
+# gives its GPUs back: its end is cut to the moment it was given back when it had started, and
+# it is left out of every holding from then on (one that never started never held anything).
+HOLDING_STATES = (Allocation.State.ACTIVE, Allocation.State.ENDED)
+
+
+def holding_allocations():
+    return Allocation.objects.filter(state__in=HOLDING_STATES)
 
 
 def horizon() -> timedelta:
@@ -23,9 +34,9 @@ def pool_timeline(pool_id: int, *, origin: datetime | None = None) -> Timeline:
     changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
     spans = [
         Span(start, end, gpus)
-        for start, end, gpus in Allocation.objects.filter(
-            pool_id=pool_id, end__gt=origin
-        ).values_list("start", "end", "gpus")
+        for start, end, gpus in holding_allocations()
+        .filter(pool_id=pool_id, end__gt=origin)
+        .values_list("start", "end", "gpus")
     ]
     return Timeline(origin, changes, spans)
 
@@ -38,9 +49,9 @@ def division_timeline(
     changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
     spans = [
         Span(start, end, gpus)
-        for start, end, gpus in Allocation.objects.filter(
-            pool_id=pool_id, end__gt=origin, project__team__division_id=division_id
-        ).values_list("start", "end", "gpus")
+        for start, end, gpus in holding_allocations()
+        .filter(pool_id=pool_id, end__gt=origin, project__team__division_id=division_id)
+        .values_list("start", "end", "gpus")
     ]
     return Timeline(origin, changes, spans)
 
@@ -142,7 +153,8 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
         .values_list("pool_id", "total")
     )
     allocated = dict(
-        Allocation.objects.filter(pool_id__in=ids, start__lte=at, end__gt=at)
+        holding_allocations()
+        .filter(pool_id__in=ids, start__lte=at, end__gt=at)
         .values("pool_id")
         .annotate(total=Sum("gpus"))
         .values_list("pool_id", "total")
@@ -162,3 +174,45 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
         )
         for p in pools
     ]
+
+
+# --- The waiting queue ---
+
+QUEUE_ORDER = ("-priority", "approved_at", "id")
+
+
+def queue_key(change: AllocationChange) -> tuple:
+    """The queue order in Python: priority first (higher serves first), then approval time."""
+    return (-change.priority, change.approved_at, change.pk)
+
+
+def waiting_queue(pool_id: int):
+    """The pool's waiting changes in the order they are served, with project and team."""
+    return (
+        AllocationChange.objects.filter(pool_id=pool_id, status=AllocationChange.Status.WAITING)
+        .select_related("project__team__division", "requested_by")
+        .order_by(*QUEUE_ORDER)
+    )
+
+
+def queue_positions(change_ids: Iterable[int]) -> dict[int, int]:
+    """1-based place of each WAITING change in its pool's queue, in one query whatever the number
+    of changes. The window runs over every waiting change of the pools concerned; only then are
+    the asked-for rows picked (filtering first would number them among themselves)."""
+    ids = sorted({int(i) for i in change_ids})
+    if not ids:
+        return {}
+    table = AllocationChange._meta.db_table
+    sql = f"""
+        SELECT id, position FROM (
+            SELECT id, ROW_NUMBER() OVER (
+                PARTITION BY pool_id ORDER BY priority DESC, approved_at, id
+            ) AS position
+            FROM {table}
+            WHERE status = %s AND pool_id IN (SELECT pool_id FROM {table} WHERE id = ANY(%s))
+        ) AS queue
+        WHERE id = ANY(%s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [AllocationChange.Status.WAITING, ids, ids])
+        return {row[0]: row[1] for row in cursor.fetchall()}

@@ -5,4 +5,5 @@ from . import views
 app_name = "org"
 urlpatterns = [
     path("projects/", views.project_list, name="project-list"),
+    path("projects/<int:pk>/", views.project_detail, name="project-detail"),
 ]
