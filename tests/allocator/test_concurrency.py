@@ -87,7 +87,7 @@ def test_threads_applying_competing_changes_never_over_allocate(contested):
 
 def test_threads_releasing_and_applying_at_once(contested, requester):
     # given half the changes applied
-    pool, changes = contested
+    _, changes = contested
     for c in changes[:20]:
         services.allocation_change_apply(change_id=c.pk)
     team_allocations = list(Allocation.objects.all()[:6])
