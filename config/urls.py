@@ -10,6 +10,8 @@ api_v1 = [
     path("", include("allocator.api.urls")),
     path("", include("requests_app.api.urls")),
     path("", include("org.api.urls")),
+    path("", include("audit.api")),
+    path("", include("notifications.api")),
 ]
 
 urlpatterns = [

@@ -1,4 +1,13 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .views import DivisionViewSet, ProjectViewSet, TeamViewSet, TokenView
+
 router = SimpleRouter()
-urlpatterns = router.urls
+router.register("divisions", DivisionViewSet, basename="division")
+router.register("teams", TeamViewSet, basename="team")
+router.register("projects", ProjectViewSet, basename="project")
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="api-token"),
+    *router.urls,
+]
