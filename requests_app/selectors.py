@@ -12,6 +12,7 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
+from django_filters.widgets import BooleanWidget
 
 from allocator.models import Allocation, CapacityChange, DivisionShare, Pool
 from allocator.timeline import Span, Timeline
@@ -99,10 +100,14 @@ class RequestFilter(django_filters.FilterSet):
         field_name="project__team__division", queryset=Division.objects.all(), label="Division"
     )
     team = django_filters.ModelChoiceFilter(
-        field_name="project__team", queryset=Team.objects.all(), label="Team"
+        field_name="project__team",
+        queryset=Team.objects.select_related("division"),
+        label="Team",
     )
     pool = django_filters.ModelChoiceFilter(queryset=Pool.objects.all(), label="Pool")
-    mine = django_filters.BooleanFilter(method="filter_mine", label="Filed by me")
+    mine = django_filters.BooleanFilter(
+        method="filter_mine", label="Filed by me", widget=BooleanWidget
+    )
     q = django_filters.CharFilter(method="filter_search", label="Search")
 
     class Meta:
