@@ -216,3 +216,188 @@ def queue_positions(change_ids: Iterable[int]) -> dict[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [AllocationChange.Status.WAITING, ids, ids])
         return {row[0]: row[1] for row in cursor.fetchall()}
+
+
+# --- Scoped reads for pages and the API ---
+
+
+def allocations_for_user(user):
+    """Allocations the user may see: all but confidential projects' ones outside the circle
+    allowed to see them (policies.can_see_confidential)."""
+    from .policies import visible_projects_q
+
+    return (
+        Allocation.objects.filter(visible_projects_q(user, "project__"))
+        .select_related("pool", "project__team__division", "change__request")
+        .order_by("-start", "-id")
+    )
+
+
+def allocation_get_for_user(user, allocation_id) -> Allocation:
+    """The allocation, or Allocation.DoesNotExist (-> 404) when the user may not see it."""
+    return allocations_for_user(user).get(pk=allocation_id)
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    x: float
+    y: float
+    width: float
+    label: str
+    title: str
+    css: str
+
+    @property
+    def text_x(self) -> float:
+        return round(self.x + 3, 1)
+
+    @property
+    def text_y(self) -> float:
+        return round(self.y + 12, 1)
+
+
+@dataclass(frozen=True)
+class PoolChart:
+    """A server-side SVG of a pool over a window: capacity and held GPUs as step lines, and one
+    bar per allocation in packed lanes. Coordinates are in the SVG's own units."""
+
+    width: int
+    height: int
+    plot_top: int
+    plot_height: int
+    capacity_points: str
+    held_points: str
+    bars: list[ChartBar]
+    lane_height: int
+    ticks: list[tuple[float, str]]
+    now_x: float
+    max_value: int
+    truncated: int
+
+    @property
+    def tick_y(self) -> int:
+        return self.plot_top + self.plot_height + 14
+
+    @property
+    def top_label_y(self) -> int:
+        return self.plot_top + 10
+
+
+def pool_chart(
+    pool_id: int,
+    *,
+    user,
+    start: datetime | None = None,
+    days: int = 90,
+    max_bars: int = 60,
+) -> PoolChart:
+    """Two queries: capacity changes, allocations overlapping the window."""
+    from .policies import can_see_confidential
+
+    now = timezone.now()
+    start = start or now - timedelta(days=7)
+    end = now + timedelta(days=days)
+    width, plot_top, plot_height, lane_height = 900, 10, 140, 16
+    span_seconds = (end - start).total_seconds()
+
+    def x_of(t: datetime) -> float:
+        t = min(max(t, start), end)
+        return round((t - start).total_seconds() / span_seconds * width, 1)
+
+    changes = list(
+        CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    )
+    allocations = list(
+        holding_allocations()
+        .filter(pool_id=pool_id, end__gt=start, start__lt=end)
+        .select_related("project__team")
+        .order_by("start", "id")
+    )
+    timeline = Timeline(start, changes, [Span(a.start, a.end, a.gpus) for a in allocations])
+    steps = [s for s in timeline.steps if s.at < end]
+    max_value = max([1, *(max(s.capacity, s.held) for s in steps)])
+
+    def y_of(value: int) -> float:
+        return round(plot_top + plot_height - value / max_value * plot_height, 1)
+
+    def step_points(attr: str) -> str:
+        points = []
+        for i, step in enumerate(steps):
+            x0 = x_of(step.at)
+            x1 = x_of(steps[i + 1].at) if i + 1 < len(steps) else width
+            y = y_of(getattr(step, attr))
+            points += [f"{x0},{y}", f"{x1},{y}"]
+        return " ".join(points)
+
+    lanes_end: list[datetime] = []
+    bars = []
+    shown = allocations[:max_bars]
+    for a in shown:
+        lane = next((i for i, e in enumerate(lanes_end) if e <= a.start), None)
+        if lane is None:
+            lane = len(lanes_end)
+            lanes_end.append(a.end)
+        else:
+            lanes_end[lane] = a.end
+        visible = can_see_confidential(user, a.project)
+        name = a.project.name if visible else "Confidential project"
+        x0, x1 = x_of(a.start), x_of(a.end)
+        bars.append(
+            ChartBar(
+                x=x0,
+                y=plot_top + plot_height + 24 + lane * (lane_height + 4),
+                width=max(x1 - x0, 2),
+                label=f"{name} · {a.gpus}",
+                title=f"#{a.pk} {name}: {a.gpus} GPUs, {a.start:%Y-%m-%d %H:%M} → "
+                f"{a.end:%Y-%m-%d %H:%M} UTC",
+                css="bar-confidential" if not visible else "bar",
+            )
+        )
+    ticks = []
+    tick = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    while tick < end:
+        if tick.day in (1, 15):
+            ticks.append((x_of(tick), f"{tick:%b %d}"))
+        tick += timedelta(days=1)
+    height = plot_top + plot_height + 30 + max(len(lanes_end), 1) * (lane_height + 4)
+    return PoolChart(
+        width=width,
+        height=height,
+        plot_top=plot_top,
+        plot_height=plot_height,
+        capacity_points=step_points("capacity"),
+        held_points=step_points("held"),
+        bars=bars,
+        lane_height=lane_height,
+        ticks=ticks,
+        now_x=x_of(now),
+        max_value=max_value,
+        truncated=max(len(allocations) - len(shown), 0),
+    )
+
+
+@dataclass(frozen=True)
+class EndingProject:
+    project: object
+    gpus_held: int
+
+
+def projects_ending_soon(*, days: int = 30) -> list[EndingProject]:
+    """Projects whose expected end is within `days` and that hold GPUs now (one query)."""
+    from django.db.models import Sum
+
+    from org.models import Project
+
+    now = timezone.now()
+    rows = (
+        Project.objects.filter(
+            expected_end__lte=(now + timedelta(days=days)).date(),
+            allocations__state=Allocation.State.ACTIVE,
+            allocations__start__lte=now,
+            allocations__end__gt=now,
+        )
+        .annotate(gpus_held=Sum("allocations__gpus"))
+        .select_related("team__division")
+        .order_by("expected_end", "name")
+    )
+    return [EndingProject(project=p, gpus_held=p.gpus_held) for p in rows]

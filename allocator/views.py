@@ -1,31 +1,200 @@
+"""Pool pages, the ops console and the release button. Views parse input, call one service and
+render; the services hold the rules (allocator/services.py)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from org.roles import roles_of
 
-from .models import Pool
-from .selectors import pools_status
+from . import selectors, services
+from .forms import CapacityChangeForm, ReclaimForm, TransferForm, add_service_errors
+from .models import Allocation, AllocationChange, CapacityChange, Pool
+from .policies import can_see_confidential
 
 
 @login_required
 def pool_list(request):
-    return render(request, "allocator/pool_list.html", {"pools": pools_status()})
+    # Queries: session, user, roles (2), pools, capacity, allocated, waiting.
+    return render(request, "allocator/pool_list.html", {"pools": selectors.pools_status()})
 
 
 @login_required
 def pool_detail(request, pk):
     pool = get_object_or_404(Pool, pk=pk)
-    return render(
-        request, "allocator/pool_detail.html", {"pool": pool, "status": pools_status([pool])[0]}
+    now = timezone.now()
+    queue = list(selectors.waiting_queue(pool.pk))
+    for position, change in enumerate(queue, start=1):
+        change.position = position
+        change.visible = can_see_confidential(request.user, change.project)
+    allocations = Paginator(
+        selectors.holding_allocations()
+        .filter(pool=pool, end__gt=now)
+        .select_related("project__team")
+        .order_by("start", "id"),
+        50,
+    ).get_page(request.GET.get("page"))
+    for allocation in allocations:
+        allocation.visible = can_see_confidential(request.user, allocation.project)
+    capacity_changes = (
+        CapacityChange.objects.filter(pool=pool)
+        .filter(Q(effective_at__gte=now - timedelta(days=365)))
+        .select_related("created_by")
+        .order_by("-effective_at", "-id")[:50]
     )
+    return render(
+        request,
+        "allocator/pool_detail.html",
+        {
+            "pool": pool,
+            "status": selectors.pools_status([pool])[0],
+            "chart": selectors.pool_chart(pool.pk, user=request.user),
+            "queue": queue,
+            "page": allocations,
+            "capacity_changes": capacity_changes,
+        },
+    )
+
+
+def _require_ops(request):
+    if not roles_of(request.user).is_compute_ops:
+        raise Http404
+
+
+def _ops_context(**forms):
+    failed = (
+        AllocationChange.objects.filter(status=AllocationChange.Status.FAILED)
+        .select_related("pool", "project")
+        .order_by("-id")[:100]
+    )
+    return {
+        "ending": selectors.projects_ending_soon(days=30),
+        "failed": failed,
+        "capacity_form": forms.get("capacity_form") or CapacityChangeForm(),
+        "reclaim_form": forms.get("reclaim_form") or ReclaimForm(),
+        "transfer_form": forms.get("transfer_form") or TransferForm(),
+        "pools": selectors.pools_status(),
+        "settings_notice": settings.ALLOTMENT["RECLAIM_NOTICE_HOURS"],
+    }
 
 
 @login_required
 def ops_console(request):
-    if not roles_of(request.user).is_compute_ops:
-        raise Http404
-    return render(request, "allocator/ops.html", {})
+    _require_ops(request)
+    return render(request, "allocator/ops.html", _ops_context())
+
+
+def _ops_invalid(request, **forms):
+    return render(request, "allocator/ops.html", _ops_context(**forms), status=400)
+
+
+@login_required
+@require_POST
+def ops_capacity(request):
+    _require_ops(request)
+    form = CapacityChangeForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            change = services.capacity_change_create(
+                pool_id=data["pool"].pk,
+                kind=data["kind"],
+                delta=data["delta"],
+                effective_at=data["effective_at"],
+                note=data["note"],
+                actor=request.user,
+            )
+        except ValidationError as error:
+            add_service_errors(form, error)
+        else:
+            messages.success(request, f"Recorded: {change}.")
+            return redirect("allocator:ops")
+    return _ops_invalid(request, capacity_form=form)
+
+
+def _reclaim_or_transfer(request, form_class, key):
+    _require_ops(request)
+    form = form_class(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            allocation = selectors.allocation_get_for_user(request.user, data["allocation"])
+            reclaim = services.allocation_reclaim(
+                allocation_id=allocation.pk,
+                actor=request.user,
+                new_gpus=data["new_gpus"],
+                new_end=data["new_end"],
+                reason=data["reason"],
+                notice_hours=data["notice_hours"],
+                transfer_to_id=data.get("to_change"),
+            )
+        except Allocation.DoesNotExist:
+            form.add_error("allocation", "Unknown allocation.")
+        except ValidationError as error:
+            add_service_errors(form, error, {"transfer_to": "to_change"})
+        else:
+            messages.success(
+                request,
+                f"Reclaim of allocation #{reclaim.allocation_id} "
+                f"{'applied' if reclaim.status == 'applied' else 'scheduled'}; "
+                "the owners were told.",
+            )
+            return redirect("allocator:ops")
+    return _ops_invalid(request, **{key: form})
+
+
+@login_required
+@require_POST
+def ops_reclaim(request):
+    return _reclaim_or_transfer(request, ReclaimForm, "reclaim_form")
+
+
+@login_required
+@require_POST
+def ops_transfer(request):
+    return _reclaim_or_transfer(request, TransferForm, "transfer_form")
+
+
+@login_required
+@require_POST
+def ops_retry(request, change_id):
+    _require_ops(request)
+    try:
+        services.allocation_change_retry(change_id=change_id, actor=request.user)
+    except AllocationChange.DoesNotExist as missing:
+        raise Http404 from missing
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("allocator:ops")
+    messages.success(request, f"Change #{change_id} sent to the apply engine again.")
+    return redirect("allocator:ops")
+
+
+@login_required
+@require_POST
+def allocation_release(request, pk):
+    try:
+        allocation = selectors.allocation_get_for_user(request.user, pk)
+    except Allocation.DoesNotExist as missing:
+        raise Http404 from missing
+    try:
+        services.allocation_release(allocation_id=allocation.pk, actor=request.user)
+    except PermissionDenied:
+        raise
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Allocation #{allocation.pk} released; its GPUs are free.")
+    return redirect("org:project-detail", allocation.project_id)
 
 
 @login_required

@@ -1,0 +1,77 @@
+"""Input and output shapes of /api/v1/pools/, /allocations/ and /capacity-changes/
+(PRODUCT.md section 6). Output serializers only read; inputs only parse — services decide."""
+
+from django.core.exceptions import ObjectDoesNotExist
+from rest_framework import serializers
+
+from ..models import Allocation, CapacityChange
+
+MAX_GPUS = 1_000_000
+
+
+class PoolSerializer(serializers.Serializer):
+    """Built from selectors.PoolStatus, so the whole list costs three aggregate queries."""
+
+    id = serializers.IntegerField(source="pool.pk")
+    name = serializers.CharField(source="pool.name")
+    cluster = serializers.CharField(source="pool.cluster")
+    gpu_model = serializers.CharField(source="pool.gpu_model")
+    capacity = serializers.IntegerField()
+    allocated = serializers.IntegerField()
+    free = serializers.IntegerField()
+    waiting = serializers.IntegerField()
+
+
+class AllocationSerializer(serializers.ModelSerializer):
+    request = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Allocation
+        fields = ["id", "project", "pool", "gpus", "start", "end", "state", "request"]
+        read_only_fields = fields
+
+    def get_request(self, allocation) -> int | None:
+        if allocation.change_id is None:
+            return None
+        try:
+            return allocation.change.request.pk
+        except ObjectDoesNotExist:
+            return None
+
+
+class ReclaimInputSerializer(serializers.Serializer):
+    new_gpus = serializers.IntegerField(min_value=0, max_value=MAX_GPUS)
+    new_end = serializers.DateTimeField(required=False, allow_null=True)
+    reason = serializers.CharField(max_length=2000)
+    notice = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=24 * 365, help_text="Hours."
+    )
+    transfer_to = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="An approved change's id."
+    )
+
+
+class ReclaimOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    allocation = serializers.IntegerField(source="allocation_id")
+    new_gpus = serializers.IntegerField()
+    new_end = serializers.DateTimeField()
+    effective_at = serializers.DateTimeField()
+    reason = serializers.CharField()
+    transfer_to = serializers.IntegerField(source="transfer_to_id", allow_null=True)
+    status = serializers.CharField()
+
+
+class CapacityChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CapacityChange
+        fields = ["id", "pool", "kind", "delta", "effective_at", "note", "created_at"]
+        read_only_fields = fields
+
+
+class CapacityChangeInputSerializer(serializers.Serializer):
+    pool = serializers.IntegerField(min_value=1)
+    kind = serializers.ChoiceField(choices=CapacityChange.Kind.choices)
+    delta = serializers.IntegerField(min_value=-MAX_GPUS, max_value=MAX_GPUS)
+    effective_at = serializers.DateTimeField()
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

@@ -1,0 +1,159 @@
+"""/api/v1/pools/, /api/v1/allocations/ and /api/v1/capacity-changes/: thin views that parse
+input, call one service and serialize the result. Scoping happens in the selectors."""
+
+import django_filters
+from django.core.exceptions import PermissionDenied
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import PermissionDenied as DRFPermissionDenied
+from rest_framework.response import Response
+
+from common.idempotency import idempotent
+
+from .. import selectors, services
+from ..models import Allocation, CapacityChange, Pool
+from ..policies import can_manage_pools, can_release
+from .serializers import (
+    AllocationSerializer,
+    CapacityChangeInputSerializer,
+    CapacityChangeSerializer,
+    PoolSerializer,
+    ReclaimInputSerializer,
+    ReclaimOutputSerializer,
+)
+
+
+class PoolFilter(django_filters.FilterSet):
+    cluster = django_filters.CharFilter(lookup_expr="iexact")
+    gpu_model = django_filters.CharFilter(lookup_expr="iexact")
+
+    class Meta:
+        model = Pool
+        fields = ["cluster", "gpu_model"]
+
+
+class PoolViewSet(viewsets.GenericViewSet):
+    """Pools with capacity, allocated, free and waiting GPUs as of now."""
+
+    serializer_class = PoolSerializer
+    filterset_class = PoolFilter
+    search_fields = ["cluster", "gpu_model"]
+    ordering_fields = ["cluster", "gpu_model", "id"]
+    ordering = ["cluster", "gpu_model"]
+
+    def get_queryset(self):
+        return Pool.objects.all()
+
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(
+            PoolSerializer(selectors.pools_status(page), many=True).data
+        )
+
+    def retrieve(self, request, pk=None):
+        pool = self.get_object()
+        return Response(PoolSerializer(selectors.pools_status([pool])[0]).data)
+
+
+class AllocationFilter(django_filters.FilterSet):
+    active_at = django_filters.IsoDateTimeFilter(method="filter_active_at", label="Active at")
+
+    class Meta:
+        model = Allocation
+        fields = ["pool", "project", "state"]
+
+    def filter_active_at(self, queryset, name, value):
+        return queryset.filter(start__lte=value, end__gt=value)
+
+
+class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = AllocationSerializer
+    filterset_class = AllocationFilter
+    search_fields = ["project__name"]
+    ordering_fields = ["start", "end", "gpus", "id"]
+    ordering = ["-start", "-id"]
+
+    def get_queryset(self):
+        return selectors.allocations_for_user(self.request.user)
+
+    def get_object(self):
+        try:
+            return selectors.allocation_get_for_user(self.request.user, int(self.kwargs["pk"]))
+        except (Allocation.DoesNotExist, ValueError) as missing:
+            raise NotFound() from missing
+
+    def _fresh(self, pk):
+        return AllocationSerializer(selectors.allocation_get_for_user(self.request.user, pk)).data
+
+    @extend_schema(request=None, responses={200: AllocationSerializer})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def release(self, request, pk=None):
+        allocation = self.get_object()
+        if not can_release(request.user, allocation):
+            raise DRFPermissionDenied("Only members of the project's team can release its GPUs.")
+        services.allocation_release(allocation_id=allocation.pk, actor=request.user)
+        return Response(self._fresh(allocation.pk))
+
+    @extend_schema(request=ReclaimInputSerializer, responses={201: ReclaimOutputSerializer})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def reclaim(self, request, pk=None):
+        allocation = self.get_object()
+        if not can_manage_pools(request.user):
+            raise DRFPermissionDenied("Only compute ops can reclaim GPUs.")
+        data = ReclaimInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            reclaim = services.allocation_reclaim(
+                allocation_id=allocation.pk,
+                actor=request.user,
+                new_gpus=values["new_gpus"],
+                new_end=values.get("new_end"),
+                reason=values["reason"],
+                notice_hours=values.get("notice"),
+                transfer_to_id=values.get("transfer_to"),
+            )
+        except PermissionDenied as denied:
+            raise DRFPermissionDenied(str(denied)) from denied
+        return Response(ReclaimOutputSerializer(reclaim).data, status=status.HTTP_201_CREATED)
+
+
+class CapacityChangeFilter(django_filters.FilterSet):
+    effective_after = django_filters.IsoDateTimeFilter(field_name="effective_at", lookup_expr="gte")
+    effective_before = django_filters.IsoDateTimeFilter(field_name="effective_at", lookup_expr="lt")
+
+    class Meta:
+        model = CapacityChange
+        fields = ["pool", "kind"]
+
+
+class CapacityChangeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = CapacityChangeSerializer
+    filterset_class = CapacityChangeFilter
+    ordering_fields = ["effective_at", "id"]
+    ordering = ["-effective_at", "-id"]
+
+    def get_queryset(self):
+        return CapacityChange.objects.all()
+
+    @extend_schema(request=CapacityChangeInputSerializer, responses={201: CapacityChangeSerializer})
+    @idempotent
+    def create(self, request):
+        if not can_manage_pools(request.user):
+            raise DRFPermissionDenied("Only compute ops record capacity changes.")
+        data = CapacityChangeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        change = services.capacity_change_create(
+            pool_id=values["pool"],
+            kind=values["kind"],
+            delta=values["delta"],
+            effective_at=values["effective_at"],
+            note=values["note"],
+            actor=request.user,
+        )
+        return Response(CapacityChangeSerializer(change).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,60 @@
+"""Forms of the pool pages and the ops console: they parse input; the services decide."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .models import CapacityChange, Pool
+
+DATETIME_WIDGET = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+
+
+class CapacityChangeForm(forms.Form):
+    pool = forms.ModelChoiceField(queryset=Pool.objects.all())
+    kind = forms.ChoiceField(choices=CapacityChange.Kind.choices)
+    delta = forms.IntegerField(
+        label="GPUs (+ added, − removed)",
+        min_value=-1_000_000,
+        max_value=1_000_000,
+        help_text="Positive for an arrival or a repair coming back, negative for a decommission.",
+    )
+    effective_at = forms.DateTimeField(label="Effective at (UTC)", widget=DATETIME_WIDGET)
+    note = forms.CharField(max_length=500, required=False)
+
+    prefix = "capacity"
+
+
+class ReclaimForm(forms.Form):
+    allocation = forms.IntegerField(label="Allocation #", min_value=1)
+    new_gpus = forms.IntegerField(
+        label="GPUs it keeps", min_value=0, max_value=1_000_000, help_text="0: all go back."
+    )
+    new_end = forms.DateTimeField(
+        label="New end (UTC, optional)", required=False, widget=DATETIME_WIDGET
+    )
+    notice_hours = forms.IntegerField(
+        label="Notice (hours)", min_value=0, max_value=24 * 365, required=False
+    )
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+    prefix = "reclaim"
+
+
+class TransferForm(ReclaimForm):
+    to_change = forms.IntegerField(
+        label="To approved request (change #)",
+        min_value=1,
+        help_text="A pending or waiting change of the same pool.",
+    )
+
+    prefix = "transfer"
+
+
+def add_service_errors(form: forms.Form, error: ValidationError, mapping: dict | None = None):
+    """Put a service's ValidationError on the form's fields (unknown keys become form errors)."""
+    mapping = mapping or {}
+    if hasattr(error, "error_dict"):
+        for key, messages in error.message_dict.items():
+            field = mapping.get(key, key)
+            form.add_error(field if field in form.fields else None, messages)
+    else:
+        form.add_error(None, error.messages)

@@ -1,0 +1,269 @@
+"""Pool pages, the ops console and the release button: permissions, inline errors, bounded
+queries."""
+
+import pytest
+from django.urls import reverse
+
+from allocator.models import Allocation, AllocationChange, CapacityChange, Reclaim
+from tests import factories
+from tests.factories import in_days
+
+
+@pytest.fixture
+def busy_pool(pool, project, other_team):
+    """A pool with a few allocations (one of a confidential project) and a waiting queue."""
+    secret = factories.ProjectFactory(team=other_team, name="Skunkworks", confidential=True)
+    for i in range(3):
+        factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(i - 1))
+    factories.AllocationFactory(pool=pool, project=secret, gpus=8)
+    for i in range(3):
+        factories.AllocationChangeFactory(pool=pool, project=project, status="waiting", gpus=4 + i)
+    factories.AllocationChangeFactory(pool=pool, project=secret, status="waiting")
+    return pool
+
+
+def _login(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_pool_list_shows_status_in_bounded_queries(
+    client, requester, busy_pool, django_assert_max_num_queries
+):
+    for _ in range(5):
+        factories.PoolFactory(capacity=32)
+    _login(client, requester)
+    # session, user, roles (2), unread count, pools, capacity, allocated, waiting
+    with django_assert_max_num_queries(10):
+        response = client.get(reverse("allocator:pool-list"))
+    assert response.status_code == 200
+    assert b"east/H100" in response.content
+
+
+def test_pool_page_shows_timeline_queue_and_capacity(
+    client, requester, busy_pool, django_assert_max_num_queries
+):
+    _login(client, requester)
+    with django_assert_max_num_queries(16):
+        response = client.get(reverse("allocator:pool-detail", args=[busy_pool.pk]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<svg" in body and "Atlas · 8" in body
+    assert "Waiting queue" in body and "Capacity changes" in body
+    # the confidential project's name is hidden from an outsider to it
+    assert "Skunkworks" not in body and "Confidential project" in body
+    assert 'style="' not in body and "<script>" not in body
+
+
+def test_pool_page_queries_do_not_grow_with_rows(
+    client, requester, busy_pool, project, django_assert_max_num_queries
+):
+    for _ in range(20):
+        factories.AllocationFactory(pool=busy_pool, project=project, gpus=1)
+        factories.AllocationChangeFactory(pool=busy_pool, project=project, status="waiting")
+    _login(client, requester)
+    with django_assert_max_num_queries(16):
+        assert client.get(reverse("allocator:pool-detail", args=[busy_pool.pk])).status_code == 200
+
+
+def test_pool_page_shows_confidential_name_to_its_team(client, outsider, busy_pool):
+    _login(client, outsider)
+    body = client.get(reverse("allocator:pool-detail", args=[busy_pool.pk])).content.decode()
+    assert "Skunkworks" in body
+
+
+def test_unknown_pool_is_404(client, requester):
+    _login(client, requester)
+    assert client.get(reverse("allocator:pool-detail", args=[987654])).status_code == 404
+
+
+def test_pages_need_sign_in(client, pool):
+    response = client.get(reverse("allocator:pool-list"))
+    assert response.status_code == 302
+
+
+# --- ops console ---
+
+
+@pytest.mark.parametrize("persona", ["requester", "division_lead", "executive", "admin_user"])
+def test_ops_console_is_404_for_non_ops(client, persona, request):
+    _login(client, request.getfixturevalue(persona))
+    assert client.get(reverse("allocator:ops")).status_code == 404
+    for name in ["allocator:ops-capacity", "allocator:ops-reclaim", "allocator:ops-transfer"]:
+        assert client.post(reverse(name), {}).status_code == 404
+    assert client.post(reverse("allocator:ops-retry", args=[1])).status_code == 404
+
+
+def test_ops_console_lists_ending_projects_and_failed_applies(
+    client, ops, pool, team, django_assert_max_num_queries
+):
+    ending = factories.ProjectFactory(team=team, name="Sunset", expected_end=in_days(10).date())
+    factories.AllocationFactory(pool=pool, project=ending, gpus=12)
+    later = factories.ProjectFactory(team=team, name="Evergreen", expected_end=in_days(90).date())
+    factories.AllocationFactory(pool=pool, project=later, gpus=4)
+    failed = factories.AllocationChangeFactory(
+        pool=pool, project=later, status="failed", last_error="boom"
+    )
+    _login(client, ops)
+    with django_assert_max_num_queries(14):
+        response = client.get(reverse("allocator:ops"))
+    body = response.content.decode()
+    assert "Sunset" in body and "Evergreen" not in body.split("Failed applies")[0]
+    assert f"#{failed.pk}" in body and "boom" in body
+    assert reverse("allocator:ops-retry", args=[failed.pk]) in body
+
+
+def test_ops_retry_button(client, ops, pool, project, monkeypatch):
+    from allocator import tasks
+
+    monkeypatch.setattr(tasks.apply_change, "delay", lambda cid: None)
+    change = factories.AllocationChangeFactory(pool=pool, project=project, status="failed")
+    _login(client, ops)
+    response = client.post(reverse("allocator:ops-retry", args=[change.pk]))
+    assert response.status_code == 302
+    change.refresh_from_db()
+    assert change.status == "pending"
+    assert client.post(reverse("allocator:ops-retry", args=[987654])).status_code == 404
+
+
+def test_ops_capacity_form_records_arrival(client, ops, pool):
+    _login(client, ops)
+    response = client.post(
+        reverse("allocator:ops-capacity"),
+        {
+            "capacity-pool": pool.pk,
+            "capacity-kind": "arrival",
+            "capacity-delta": 32,
+            "capacity-effective_at": in_days(5).strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert response.status_code == 302
+    assert CapacityChange.objects.filter(pool=pool, delta=32).exists()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"capacity-delta": 0}, "changes nothing"),
+        ({"capacity-delta": -5}, "positive"),
+        ({"capacity-delta": "ten"}, "whole number"),
+        ({"capacity-delta": 10**9}, "less than or equal"),
+        ({"capacity-effective_at": "not a date"}, "valid date"),
+        ({"capacity-pool": 987654}, "valid choice"),
+        ({"capacity-kind": "decommission", "capacity-delta": -64}, "Allocations in the way"),
+    ],
+)
+def test_ops_capacity_form_inline_errors(client, ops, pool, project, data, error):
+    factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, ops)
+    form = {
+        "capacity-pool": pool.pk,
+        "capacity-kind": "arrival",
+        "capacity-delta": 8,
+        "capacity-effective_at": in_days(1).strftime("%Y-%m-%dT%H:%M"),
+    }
+    form.update(data)
+    response = client.post(reverse("allocator:ops-capacity"), form)
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert CapacityChange.objects.filter(pool=pool).count() == 1
+
+
+def test_ops_reclaim_form(client, ops, pool, project):
+    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, ops)
+    response = client.post(
+        reverse("allocator:ops-reclaim"),
+        {
+            "reclaim-allocation": allocation.pk,
+            "reclaim-new_gpus": 4,
+            "reclaim-reason": "Room for launch",
+        },
+    )
+    assert response.status_code == 302
+    assert Reclaim.objects.get().new_gpus == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"reclaim-new_gpus": -1}, "greater than or equal"),
+        ({"reclaim-new_gpus": 9}, "from 0 to 8"),
+        ({"reclaim-allocation": 987654}, "Unknown allocation"),
+        ({"reclaim-reason": ""}, "required"),
+        ({"reclaim-new_end": "yesterday"}, "valid date"),
+        ({"reclaim-notice_hours": 24 * 60}, "before the notice period is over"),
+    ],
+)
+def test_ops_reclaim_form_inline_errors(client, ops, pool, project, data, error):
+    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, ops)
+    form = {"reclaim-allocation": allocation.pk, "reclaim-new_gpus": 4, "reclaim-reason": "x"}
+    form.update(data)
+    response = client.post(reverse("allocator:ops-reclaim"), form)
+    assert response.status_code == 400
+    assert error in response.content.decode()
+    assert not Reclaim.objects.exists()
+
+
+def test_ops_transfer_form_unknown_change_inline(client, ops, pool, project):
+    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, ops)
+    response = client.post(
+        reverse("allocator:ops-transfer"),
+        {
+            "transfer-allocation": allocation.pk,
+            "transfer-new_gpus": 0,
+            "transfer-reason": "x",
+            "transfer-to_change": 987654,
+        },
+    )
+    assert response.status_code == 400
+    assert "Unknown approved request" in response.content.decode()
+
+
+# --- release button ---
+
+
+def test_team_member_releases_from_the_project_page(client, requester, pool, project, research):
+    factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
+    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, requester)
+    page = client.get(reverse("org:project-detail", args=[project.pk])).content.decode()
+    url = reverse("allocator:allocation-release", args=[allocation.pk])
+    assert url in page
+    response = client.post(url)
+    assert response.status_code == 302
+    allocation.refresh_from_db()
+    assert allocation.state == "released"
+    # a second click says so instead of failing
+    client.post(url)
+    allocation.refresh_from_db()
+    assert allocation.state == "released"
+
+
+def test_release_by_non_member_is_403_and_changes_nothing(client, outsider, pool, project):
+    allocation = factories.AllocationFactory(pool=pool, project=project)
+    _login(client, outsider)
+    assert (
+        client.post(reverse("allocator:allocation-release", args=[allocation.pk])).status_code
+        == 403
+    )
+    allocation.refresh_from_db()
+    assert allocation.state == "active"
+
+
+def test_release_of_hidden_or_unknown_allocation_is_404(client, outsider, pool, team):
+    secret = factories.ProjectFactory(team=team, confidential=True)
+    allocation = factories.AllocationFactory(pool=pool, project=secret)
+    _login(client, outsider)
+    assert (
+        client.post(reverse("allocator:allocation-release", args=[allocation.pk])).status_code
+        == 404
+    )
+    assert client.post(reverse("allocator:allocation-release", args=[987654])).status_code == 404
+    assert client.get(
+        reverse("allocator:allocation-release", args=[allocation.pk])
+    ).status_code in (404, 405)
+    assert Allocation.objects.get(pk=allocation.pk).state == "active"
+    assert not AllocationChange.objects.exists()
