@@ -133,3 +133,153 @@ def load_demo() -> dict:
         "users": users,
         "today": today,
     }
+
+
+# --- Requests in every state, made through the real services (PRODUCT.md section 7) -----------
+
+DEMO_TAG = "[demo]"
+
+
+def _justification(goal: str) -> dict:
+    return {
+        "goal": f"{DEMO_TAG} {goal}",
+        "expected_outcome": "A milestone the division tracks this quarter.",
+        "size_rationale": "Sized from the last comparable run; less would not converge in time.",
+        "impact_if_denied": "The milestone slips by about a month.",
+    }
+
+
+def load_demo_requests(data: dict) -> list[str]:
+    """File and move demo requests through the workflow and the apply engine, one per state.
+    Idempotent: a request whose goal carries its tag is not filed again. Runs outside any outer
+    transaction, because the apply engine opens durable transactions of its own."""
+    from django.conf import settings
+
+    from allocator.models import AllocationChange
+    from allocator.services import allocation_change_apply, allocation_change_record_error
+    from requests_app.models import ComputeRequest
+    from requests_app.services import (
+        request_create,
+        request_decide,
+        request_submit,
+        request_withdraw,
+    )
+
+    users, projects, pools, today = data["users"], data["projects"], data["pools"], data["today"]
+    start = today + timedelta(days=2, hours=9)
+    made = []
+
+    def file(tag, who, project, pool, gpus, days, **extra):
+        goal = f"{tag}: {extra.pop('goal')}"
+        existing = ComputeRequest.objects.filter(goal=f"{DEMO_TAG} {goal}").first()
+        if existing is not None:
+            return None
+        req = request_create(
+            user=users[who],
+            data={
+                "project": projects[project].pk,
+                "pool": pools[pool].pk,
+                "gpus": gpus,
+                "start": extra.pop("start", start),
+                "end": extra.pop("start", start) + timedelta(days=days),
+                "kind": "new",
+                "priority": extra.pop("priority", "normal"),
+                "flexible_start": extra.pop("flexible_start", False),
+                **_justification(goal),
+            },
+        )
+        made.append(tag)
+        return req
+
+    def decide(req, who, action, comment=""):
+        return request_decide(user=users[who], request_id=req.pk, action=action, comment=comment)
+
+    def apply(req):
+        req.refresh_from_db()
+        allocation_change_apply(change_id=req.change_id)
+
+    # allocated: Applications fine-tunes on central/A100, approved by its lead.
+    if req := file(
+        "allocated", "paul", "Fjord", "central/A100", 64, 30, goal="Assistant fine-tuning round 7"
+    ):
+        request_submit(user=users["paul"], request_id=req.pk)
+        decide(req, "alead", "approve", "Within our share; go ahead.")
+        apply(req)
+    # allocated, large: Research pretraining on east/H100.
+    if req := file(
+        "allocated-large", "rita", "Atlas", "east/H100", 512, 45, goal="Atlas pretraining, stage 2"
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Core roadmap.")
+        decide(req, "exec", "approve", "Approved at the weekly compute review.")
+        apply(req)
+    # waiting: needs more of central/A100 than is free over its range, no later start accepted.
+    if req := file(
+        "waiting", "rita", "Compass", "central/A100", 200, 20, goal="Reward-model sweep on A100s"
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Worth it.")
+        decide(req, "exec", "approve", "Above the share, accepted for this sweep.")
+        apply(req)
+    # pending_executive: 300 GPUs needs executive review after the lead's approval.
+    if req := file(
+        "pending-executive", "rita", "Compass", "west/H200", 300, 21, goal="Reward model at scale"
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Strong case; needs exec sign-off for the size.")
+    # pending_division: waiting for the Applications lead.
+    if req := file(
+        "pending-division", "paul", "Harbor", "west/H200", 32, 14, goal="Retriever distillation"
+    ):
+        request_submit(user=users["paul"], request_id=req.pk)
+    # changes_requested
+    if req := file(
+        "changes-requested",
+        "rita",
+        "Compass",
+        "east/H100",
+        128,
+        10,
+        goal="Preference data ablations",
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "request_changes", "Please split the ablations into two smaller runs.")
+    # rejected
+    if req := file(
+        "rejected", "rita", "Borealis", "east/H100", 64, 30, goal="More ablations for the last run"
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "reject", "Borealis is winding down; fold this into Atlas.")
+    # withdrawn
+    if req := file(
+        "withdrawn", "paul", "Geyser", "central/A100", 16, 7, goal="Latency experiments"
+    ):
+        request_submit(user=users["paul"], request_id=req.pk)
+        request_withdraw(user=users["paul"], request_id=req.pk, comment="Done on CPU instead.")
+    # draft
+    file(
+        "draft",
+        "rita",
+        "Atlas",
+        "west/H200",
+        64,
+        14,
+        goal="Long-context evals",
+        flexible_start=True,
+    )
+    # failed: the apply raised until the attempts ran out (here: an error we record by hand).
+    if req := file("failed", "paul", "Fjord", "west/H200", 16, 5, goal="Eval harness smoke run"):
+        request_submit(user=users["paul"], request_id=req.pk)
+        decide(req, "alead", "approve")
+        req.refresh_from_db()
+        AllocationChange.objects.filter(pk=req.change_id).update(
+            attempts=settings.ALLOTMENT["MAX_APPLY_ATTEMPTS"]
+        )
+        allocation_change_record_error(
+            change_id=req.change_id, error="demo: scheduler API of west unreachable"
+        )
+    # approved: left for the worker to take when `dev.py run` starts it.
+    if req := file("approved", "paul", "Harbor", "central/A100", 8, 3, goal="Index rebuild"):
+        request_submit(user=users["paul"], request_id=req.pk)
+        decide(req, "alead", "approve")
+    return made

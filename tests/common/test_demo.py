@@ -5,6 +5,7 @@ from django.core.management import CommandError, call_command
 from allocator.models import CapacityChange, DivisionShare, Pool
 from org.models import Division, Membership, Project, RoleGrant, Team
 from requests_app.models import ComputeRequest
+from requests_app.workflow import Status
 
 MODELS = [
     Division,
@@ -25,7 +26,7 @@ def snapshot():
     return counts
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_demo_loads_twice_without_duplicates(settings):
     settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
     call_command("seed_demo")
@@ -35,9 +36,14 @@ def test_demo_loads_twice_without_duplicates(settings):
     assert {p.name for p in Pool.objects.all()} == {"east/H100", "west/H200", "central/A100"}
     users = set(get_user_model().objects.values_list("username", flat=True))
     assert {"rita", "paul", "rlead", "alead", "exec", "ops", "admin"} <= users
+    # requests in every state, made through the real workflow and engine
+    assert set(ComputeRequest.objects.values_list("status", flat=True)) == set(Status.values)
+    big = ComputeRequest.objects.get(gpus=300)
+    assert big.status == Status.PENDING_EXECUTIVE
+    assert any("300 GPUs" in reason for reason in big.executive_reasons)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_demo_capacities_shares_and_future_arrival(settings):
     settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
     call_command("seed_demo")

@@ -4,7 +4,6 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-
 # username -> nav links that must show (True) or must not (False)
 EXPECTED = {
     "rita": {"Approvals": False, "Ops console": False, "Balance": False, "Admin": False},
@@ -18,7 +17,7 @@ EXPECTED = {
 
 
 @pytest.fixture
-def demo(db, settings):
+def demo(transactional_db, settings):
     settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
     call_command("seed_demo")
 

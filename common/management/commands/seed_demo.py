@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from common.demo import load_demo
+from common.demo import load_demo, load_demo_requests
 
 
 class Command(BaseCommand):
@@ -21,9 +21,11 @@ class Command(BaseCommand):
                 "Use DJANGO_SETTINGS_MODULE=config.settings.demo, or --force."
             )
         data = load_demo()
+        filed = load_demo_requests(data)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo lab ready: {len(data['pools'])} pools, {len(data['projects'])} projects, "
-                f"users {', '.join(data['users'])} (password 'demo')."
+                f"users {', '.join(data['users'])} (password 'demo'); "
+                f"{len(filed)} new demo requests filed."
             )
         )
