@@ -397,3 +397,32 @@ def test_retry_of_failed_change(make_change, ops, requester, settled):
     assert (change.status, change.attempts, change.last_error) == ("pending", 0, "")
     assert settled == [(change.pk, "retried", [])]
     assert services.allocation_change_apply(change_id=change.pk) == "applied"
+
+
+@pytest.mark.parametrize(
+    ("share", "blocked", "expected"),
+    [(64, False, "allocated"), (64, True, "waiting"), (0, False, "pending_executive")],
+)
+def test_request_follows_its_change_through_the_receiver(
+    make_change, research_share, pool, project, requester, share, blocked, expected
+):
+    # given an approved request and its change (the contract with requests_app)
+    research_share.gpus = share
+    research_share.save()
+    if blocked:
+        factories.AllocationFactory(
+            pool=pool, project=project, gpus=64, start=in_days(-1), end=in_days(60)
+        )
+    change = make_change(gpus=8)
+    req = factories.ComputeRequestFactory(
+        project=project, pool=pool, requester=requester, status="approved", change=change
+    )
+    # when the engine applies the change
+    services.allocation_change_apply(change_id=change.pk)
+    # then the request moved with it, in the same transaction
+    req.refresh_from_db()
+    assert req.status == expected
+    if expected == "pending_executive":
+        assert req.executive_reasons and req.executive_reasons[0].startswith(
+            "would put Research at"
+        )
