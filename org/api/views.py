@@ -5,7 +5,12 @@ and serialize (STYLE.md)."""
 import django_filters
 from django.contrib.auth import authenticate
 from django.db.models import Q
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
@@ -16,6 +21,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from allocator.shares import division_holdings, division_share_set
+from common.idempotency import idempotent
 from org.models import Division, Project, Team
 from org.roles import roles_of
 
@@ -36,6 +42,13 @@ ERRORS = {
     400: OpenApiResponse(ApiErrorSerializer, description="Invalid input; nothing changed."),
     403: OpenApiResponse(ApiErrorSerializer, description="Not allowed, with the reason."),
 }
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Send the same key again and the call has the effect of one.",
+)
 NOT_FOUND = {404: OpenApiResponse(ApiErrorSerializer, description="No such object for you.")}
 
 
@@ -82,8 +95,10 @@ class DivisionViewSet(viewsets.ReadOnlyModelViewSet):
         "(then `reclaim` lists the allocations compute ops would take back).",
         request=ShareInputSerializer,
         responses={200: ShareUpdateSerializer, **ERRORS, **NOT_FOUND},
+        parameters=[IDEMPOTENCY_KEY],
     )
     @action(detail=True, methods=["post", "patch"], url_path="share")
+    @idempotent
     def share(self, request, pk=None):
         division = self.get_object()
         if not roles_of(request.user).is_executive:
@@ -166,7 +181,9 @@ class ProjectViewSet(
         summary="Create a project of one of your teams",
         request=ProjectInputSerializer,
         responses={201: ProjectSerializer, **ERRORS},
+        parameters=[IDEMPOTENCY_KEY],
     )
+    @idempotent
     def create(self, request, *args, **kwargs):
         data = ProjectInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

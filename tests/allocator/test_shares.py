@@ -204,3 +204,53 @@ def test_forecasts_two_queries_whatever_the_pool_count(django_assert_num_queries
     with django_assert_num_queries(2):
         forecasts = pool_forecasts(pools)
     assert sorted(f.held_now for f in forecasts.values()) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("existing", [True, False])
+def test_concurrent_edits_chain_in_the_audit_trail(existing):
+    """Two executives edit the same share at once: the row lock makes one wait for the other,
+    so each audit row's `before` is what the other wrote — no lost update, no gap."""
+    import threading
+
+    from django.db import connection
+
+    from org.models import RoleGrant
+
+    # given
+    division = factories.DivisionFactory()
+    pool = factories.PoolFactory(capacity=64)
+    if existing:
+        factories.DivisionShareFactory(division=division, pool=pool, gpus=40)
+    execs = [factories.UserFactory() for _ in range(2)]
+    for user in execs:
+        factories.RoleGrantFactory(user=user, role=RoleGrant.Role.EXECUTIVE)
+    barrier = threading.Barrier(2)
+    failures = []
+
+    def edit(user, gpus):
+        try:
+            barrier.wait()
+            division_share_set(actor=user, division_id=division.pk, pool_id=pool.pk, gpus=gpus)
+        except Exception as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    # when
+    threads = [
+        threading.Thread(target=edit, args=(execs[0], 10)),
+        threading.Thread(target=edit, args=(execs[1], 20)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # then
+    assert failures == []
+    events = list(share_events().order_by("id"))
+    assert len(events) == 2
+    first, second = events
+    assert first.before["gpus"] == (40 if existing else 0)
+    assert second.before["gpus"] == first.after["gpus"]
+    assert DivisionShare.objects.get(division=division, pool=pool).gpus == second.after["gpus"]

@@ -391,3 +391,39 @@ def test_token_throttled(api, requester, ip):
     )
     assert response.status_code == 429
     assert "token" not in response.json()
+
+
+# --- Idempotency-Key ---
+
+
+def test_project_create_idempotent(as_user, requester, team):
+    api = as_user(requester)
+    data = {"name": "Nova", "team": team.pk}
+    first = api.post("/api/v1/projects/", data, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    second = api.post("/api/v1/projects/", data, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert Project.objects.filter(name="Nova").count() == 1
+    assert AuditEvent.objects.filter(action="project.create").count() == 1
+    other = api.post(
+        "/api/v1/projects/", {**data, "name": "Other"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert other.status_code == 422
+    assert not Project.objects.filter(name="Other").exists()
+
+
+def test_share_update_idempotent(as_user, executive, research, pool):
+    api = as_user(executive)
+    responses = [
+        api.post(
+            share_url(research),
+            {"pool": pool.pk, "gpus": 9},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="s-1",
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[1]["Idempotent-Replayed"] == "true"
+    assert responses[1].json()["changed"] is True  # the first call's answer, replayed
+    assert AuditEvent.objects.filter(action="share.update").count() == 1
