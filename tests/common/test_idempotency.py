@@ -14,9 +14,8 @@ from requests_app.workflow import Status
 from tests.requests_app import conftest as requests_fixtures
 from tests.requests_app.conftest import request_data
 
-# The request fixtures, shared with tests/requests_app (the engine's services among them).
+# The request fixtures, shared with tests/requests_app.
 api = requests_fixtures.api
-engine_services = requests_fixtures.engine_services
 make_request = requests_fixtures.make_request
 second_lead = requests_fixtures.second_lead
 

@@ -1,65 +1,15 @@
 """Fixtures for requests_app: requests built in any state, with the steps and change rows that
-state implies, and the engine's service functions (allocator.services, see the contract)."""
+state implies (the engine's allocator.services is the real one)."""
 
-import sys
-import types
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from allocator.models import AllocationChange
 from requests_app.models import ApprovalStep, ComputeRequest
 from requests_app.workflow import Stage, Status
 from tests import factories
-
-
-def _fake_engine():
-    """The contract's allocator.services, for as long as the engine has not landed it."""
-
-    def allocation_change_create(*, requested_by, **fields):
-        return AllocationChange.objects.create(requested_by=requested_by, **fields)
-
-    def allocation_change_resume(*, change_id, executive_reviewed, actor):
-        AllocationChange.objects.filter(pk=change_id).update(
-            status="pending", executive_reviewed=executive_reviewed
-        )
-        return AllocationChange.objects.get(pk=change_id)
-
-    def allocation_change_cancel(*, change_id, actor):
-        AllocationChange.objects.filter(pk=change_id).update(status="cancelled")
-
-    module = types.ModuleType("allocator.services")
-    module.allocation_change_create = allocation_change_create
-    module.allocation_change_resume = allocation_change_resume
-    module.allocation_change_cancel = allocation_change_cancel
-    module.FAKE = True
-    return module
-
-
-@pytest.fixture(autouse=True)
-def engine_services(monkeypatch):
-    try:
-        import allocator.services as real
-
-        if all(
-            hasattr(real, name)
-            for name in (
-                "allocation_change_create",
-                "allocation_change_resume",
-                "allocation_change_cancel",
-            )
-        ):
-            return real
-    except ImportError:
-        pass
-    import allocator
-
-    fake = _fake_engine()
-    monkeypatch.setitem(sys.modules, "allocator.services", fake)
-    monkeypatch.setattr(allocator, "services", fake, raising=False)
-    return fake
 
 
 @pytest.fixture
