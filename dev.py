@@ -355,7 +355,10 @@ def cmd_test(argv: list[str]) -> int:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    """Benchmarks on the lab-sized data set in its own database (bench/, docs/performance.md)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    (ROOT / "test-output").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         start_services(stack, prefer_local=True, data_dir=VAR / "test-servers")
         result = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, check=False)
