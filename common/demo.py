@@ -167,10 +167,13 @@ def load_demo_requests(data: dict) -> list[str]:
 
     users, projects, pools, today = data["users"], data["projects"], data["pools"], data["today"]
     start = today + timedelta(days=2, hours=9)
+    # Allocated demo requests start a minute from now, so the overview shows GPUs in use.
+    soon = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
     made = []
 
     def file(tag, who, project, pool, gpus, days, **extra):
         goal = f"{tag}: {extra.pop('goal')}"
+        when = extra.pop("start", start)
         existing = ComputeRequest.objects.filter(goal=f"{DEMO_TAG} {goal}").first()
         if existing is not None:
             return None
@@ -180,8 +183,8 @@ def load_demo_requests(data: dict) -> list[str]:
                 "project": projects[project].pk,
                 "pool": pools[pool].pk,
                 "gpus": gpus,
-                "start": extra.pop("start", start),
-                "end": extra.pop("start", start) + timedelta(days=days),
+                "start": when,
+                "end": when + timedelta(days=days),
                 "kind": "new",
                 "priority": extra.pop("priority", "normal"),
                 "flexible_start": extra.pop("flexible_start", False),
@@ -200,18 +203,46 @@ def load_demo_requests(data: dict) -> list[str]:
 
     # allocated: Applications fine-tunes on central/A100, approved by its lead.
     if req := file(
-        "allocated", "paul", "Fjord", "central/A100", 64, 30, goal="Assistant fine-tuning round 7"
+        "allocated",
+        "paul",
+        "Fjord",
+        "central/A100",
+        64,
+        30,
+        goal="Assistant fine-tuning round 7",
+        start=soon,
     ):
         request_submit(user=users["paul"], request_id=req.pk)
         decide(req, "alead", "approve", "Within our share; go ahead.")
         apply(req)
     # allocated, large: Research pretraining on east/H100.
     if req := file(
-        "allocated-large", "rita", "Atlas", "east/H100", 512, 45, goal="Atlas pretraining, stage 2"
+        "allocated-large",
+        "rita",
+        "Atlas",
+        "east/H100",
+        512,
+        45,
+        goal="Atlas pretraining, stage 2",
+        start=soon,
     ):
         request_submit(user=users["rita"], request_id=req.pk)
         decide(req, "rlead", "approve", "Core roadmap.")
         decide(req, "exec", "approve", "Approved at the weekly compute review.")
+        apply(req)
+    # allocated, ending soon: a winding-down project's last GPUs (shows in the ops console).
+    if req := file(
+        "ending-soon",
+        "rita",
+        "Borealis",
+        "east/H100",
+        64,
+        5,
+        goal="Final Borealis ablations",
+        start=soon,
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Last one for Borealis.")
         apply(req)
     # waiting: needs more of central/A100 than is free over its range, no later start accepted.
     if req := file(
