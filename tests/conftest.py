@@ -105,3 +105,24 @@ def test_database_name(db):
 
 
 from tests.support.fixtures import celery_worker_process  # noqa: E402, F401
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests.support import figures
+
+    table = figures.write_and_format()
+    if table:
+        terminalreporter.section("Allotment figures (also in test-output/figures.json)")
+        terminalreporter.write_line(table)
+    bad = figures.failures()
+    if bad:
+        terminalreporter.write_line(
+            f"FIGURES THAT MUST BE ZERO ARE NOT: {', '.join(sorted(bad))}", red=True
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests.support import figures
+
+    if figures.failures() and session.exitstatus == 0:
+        session.exitstatus = 1
