@@ -51,7 +51,7 @@ def add(name: str, amount: int | float = 1) -> None:
         _values[name] = _values.get(name, 0) + amount
 
 
-def set(name: str, value) -> None:  # noqa: A001 — reads well at the call site
+def set(name: str, value) -> None:
     with _lock:
         _values[name] = value
 
