@@ -80,6 +80,17 @@ def _form_data(form: RequestForm) -> dict:
     return dict(form.cleaned_data)
 
 
+def _all_errors(request, form: RequestForm) -> None:
+    """The form failed to parse some fields: still check the others against the service rules,
+    so every mistake shows at once rather than one round trip each."""
+    try:
+        services.request_clean(user=request.user, data=_form_data(form))
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            if field in form.fields and field not in form.errors:
+                form.add_error(field, errors)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def request_create(request):
@@ -91,6 +102,8 @@ def request_create(request):
             form.add_error(None, exc)
         else:
             return _after_save(request, req, created=True)
+    elif request.method == "POST":
+        _all_errors(request, form)
     status = 400 if request.method == "POST" else 200
     return render(request, "requests_app/form.html", {"form": form, "req": None}, status=status)
 
@@ -152,6 +165,8 @@ def request_edit(request, pk):
             return redirect("requests:detail", pk=req.pk)
         else:
             return _after_save(request, req, created=False)
+    elif request.method == "POST":
+        _all_errors(request, form)
     status = 400 if request.method == "POST" else 200
     return render(request, "requests_app/form.html", {"form": form, "req": req}, status=status)
 

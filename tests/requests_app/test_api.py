@@ -387,3 +387,31 @@ def test_start_and_end_accept_offsets(api, requester, project, pool):
     response = api(requester).post(URL, data, format="json")
     assert response.status_code == 201
     assert ComputeRequest.objects.get().start == start
+
+
+@pytest.mark.parametrize("n", [3, 30])
+def test_api_list_queries_are_bounded(
+    api, make_request, requester, team, n, django_assert_max_num_queries
+):
+    # given n requests in various states, some waiting (queue positions)
+    states = [Status.PENDING_DIVISION, Status.WAITING, Status.ALLOCATED, Status.REJECTED]
+    for i in range(n):
+        make_request(states[i % 4], project=factories.ProjectFactory(team=team))
+    client = api(requester)
+
+    # then: roles (2), count, page, steps, queue positions — whatever n
+    with django_assert_max_num_queries(8):
+        response = client.get(URL)
+    assert len(response.json()["results"]) == n
+
+
+def test_detail_explains_why_a_lead_may_not_decide(web, make_request, division_lead):
+    # given rlead may not decide the executive stage
+    req = make_request(Status.PENDING_EXECUTIVE)
+
+    # when
+    page = web(division_lead).get(f"/requests/{req.pk}/").content.decode()
+
+    # then no buttons, and the reason in words
+    assert 'value="approve"' not in page
+    assert "Only executives decide the executive review." in page

@@ -48,14 +48,14 @@ def test_demo_flow_rita_files_and_rlead_approves(
     assert req.status == Status.PENDING_DIVISION
     page = client.get(response.url).content.decode()
     assert f"Request #{req.pk} submitted for division review." in page
-    assert "Withdraw" in page and "Approve" not in page
+    assert "Withdraw" in page and 'value="approve"' not in page
 
     # when rlead opens the inbox and approves
     client = web(division_lead)
     inbox = client.get(reverse("requests:inbox")).content.decode()
     assert f"#{req.pk}" in inbox
     detail = client.get(reverse("requests:detail", args=[req.pk])).content.decode()
-    assert "Approve" in detail and "Withdraw" not in detail
+    assert 'value="approve"' in detail and "Withdraw" not in detail
     response = client.post(reverse("requests:decide", args=[req.pk]), {"action": "approve"})
 
     # then
@@ -349,3 +349,20 @@ def test_list_filters(web, make_request, requester, pool):
     assert set(ids("?status=approved")) == {other.pk}
     assert set(ids(f"?pool={pool.pk}")) == {mine.pk, other.pk}
     assert set(ids(f"?q=%23{mine.pk}")) == {mine.pk}
+
+
+def test_every_mistake_shows_at_once(web, requester, project, pool):
+    # when the goal is missing AND the GPUs and end are wrong
+    data = {
+        **_form(project, pool),
+        "goal": "",
+        "gpus": "0",
+        "end": factories.in_days(1).strftime("%Y-%m-%dT%H:%M"),
+    }
+    response = web(requester).post(reverse("requests:create"), data)
+
+    # then all three are reported inline
+    errors = response.context["form"].errors
+    assert response.status_code == 400
+    assert set(errors) >= {"goal", "gpus", "end"}
+    assert not ComputeRequest.objects.exists()
