@@ -214,6 +214,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `kind` with different choices: name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "RequestKindEnum": "requests_app.models.ComputeRequest.Kind",
+        "CapacityChangeKindEnum": "allocator.models.CapacityChange.Kind",
+    },
 }
 
 # --- Product settings (PRODUCT.md sections 3 and 4) ---
