@@ -169,6 +169,8 @@ def _figures(results: dict) -> dict[str, float]:
     for row in results.get("pages", []):
         if "median_ms" in row:
             out[f"{row['name']} [{row['persona']}] ms"] = row["median_ms"]
+            # The ratio to the same run's baseline is steadier than the time on a busy machine.
+            out[f"{row['name']} [{row['persona']}] x base"] = row.get("ratio")
     for row in results.get("fit", []):
         out[f"{row['name']} ms"] = row.get("median_ms")
     for row in results.get("throughput", []):
