@@ -133,12 +133,11 @@ def targets(results: dict) -> list[str]:
     errors = [r for r in results.get("pages", []) if "error" in r]
     over = [f"{r['name']} ({r['persona']}) x{r['ratio']:.1f}" for r in pages if r["ratio"] > 5]
     if over:
-        verdict = "NO: " + ", ".join(over)
+        out.append("pages within 5x baseline: NO: " + ", ".join(over))
     elif errors:
-        verdict = f"unknown, {len(errors)} page(s) failed"
-    else:
-        verdict = "yes"
-    out.append(f"pages within 5x baseline: {verdict}")
+        out.append(f"pages within 5x baseline: unknown, {len(errors)} page(s) failed")
+    elif pages:
+        out.append("pages within 5x baseline: yes")
     four = [r for r in results.get("throughput", []) if r.get("workers") == 4 and r.get("ratio")]
     if four:
         ok = four[0]["ratio"] >= TARGETS["apply_ratio_4"]
