@@ -1,0 +1,148 @@
+"""Every main page, as the persona who uses it, at phone width (375 px) and desktop width
+(1280 px), on the demo lab: the document never scrolls sideways, the console stays clean (a CSP
+violation is a console error), and every visible form control has an accessible name."""
+
+import pytest
+from playwright.sync_api import expect
+
+from common.demo import load_demo, load_demo_requests
+from requests_app.models import ComputeRequest
+from requests_app.workflow import Status
+from tests.browser.conftest import DESKTOP, PHONE
+
+pytestmark = pytest.mark.browser
+
+# Returns the problems of the page now in the browser, as sentences.
+CHECK_PAGE = """
+() => {
+  const problems = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > window.innerWidth + 1) {
+    const wide = [...document.querySelectorAll("body *")]
+      .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 1)
+      .filter((el) => !el.closest(".table-wrap") || el.matches(".table-wrap"))
+      .slice(0, 5)
+      .map((el) => el.tagName.toLowerCase() + (el.className ? "." + String(el.className).replace(/ /g, ".") : ""));
+    problems.push(`scrolls sideways: ${doc.scrollWidth}px wide in a ${window.innerWidth}px window (${wide.join(", ")})`);
+  }
+  const visible = (el) => {
+    const style = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    return style.display !== "none" && style.visibility !== "hidden" && box.width > 0 && box.height > 0;
+  };
+  const refsOk = (el, attr) => (el.getAttribute(attr) || "").split(/\\s+/).filter(Boolean)
+    .every((id) => document.getElementById(id));
+  for (const el of document.querySelectorAll("input, select, textarea, button")) {
+    if (el.type === "hidden" || !visible(el)) continue;
+    const what = `${el.tagName.toLowerCase()}[name=${el.name || el.id || "?"}]`;
+    const named = (el.labels && [...el.labels].some((l) => l.textContent.trim()))
+      || (el.getAttribute("aria-label") || "").trim()
+      || (el.getAttribute("aria-labelledby") && refsOk(el, "aria-labelledby"))
+      || (el.tagName === "BUTTON" && el.textContent.trim());
+    if (!named) problems.push(`${what} has no accessible name`);
+  }
+  for (const el of document.querySelectorAll("[aria-describedby], [aria-labelledby]")) {
+    for (const attr of ["aria-describedby", "aria-labelledby"]) {
+      if (el.hasAttribute(attr) && !refsOk(el, attr)) {
+        problems.push(`${el.tagName.toLowerCase()} ${attr}="${el.getAttribute(attr)}" points nowhere`);
+      }
+    }
+  }
+  if (!document.querySelector("h1")) problems.push("no h1");
+  return problems;
+}
+"""
+
+
+def _pages(data):
+    users, pools, projects = data["users"], data["pools"], data["projects"]
+    mine = ComputeRequest.objects.filter(requester=users["rita"])
+    decided = mine.filter(status=Status.ALLOCATED).order_by("-gpus").first()
+    pending_exec = mine.get(status=Status.PENDING_EXECUTIVE)
+    # (persona or None, path, name)
+    return [
+        (None, "/accounts/login/", "sign in"),
+        ("rita", "/", "overview"),
+        ("rita", "/requests/", "requests"),
+        ("rita", f"/requests/{decided.pk}/", "request detail"),
+        ("rita", "/requests/new/", "new request"),
+        ("rita", "/pools/", "pools"),
+        ("rita", f"/pools/{pools['east/H100'].pk}/", "pool detail"),
+        ("rita", "/projects/", "projects"),
+        ("rita", f"/projects/{projects['Atlas'].pk}/", "project detail"),
+        ("rita", "/notifications/", "notifications"),
+        ("rlead", "/requests/inbox/", "approvals inbox"),
+        ("exec", f"/requests/{pending_exec.pk}/", "request to decide"),
+        ("exec", "/balance/", "balance"),
+        ("ops", "/ops/", "ops console"),
+    ]
+
+
+@pytest.fixture
+def demo_lab(transactional_db, settings):
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    data = load_demo()
+    load_demo_requests(data)
+    return data
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_every_main_page_fits_is_clean_and_labelled(browse, demo_lab, viewport):
+    # given a signed-in context per persona at this width
+    sessions = {}
+    problems = []
+
+    for who, path, name in _pages(demo_lab):
+        if who not in sessions:
+            sessions[who] = browse(demo_lab["users"][who] if who else None, viewport)
+        b = sessions[who]
+
+        # when the page is opened
+        visit = b.visit(path, name)
+
+        # then it answers, fits the width, and its controls are named
+        if visit.status != 200:
+            problems.append(f"{name} ({path}) as {who}: status {visit.status}")
+        problems += [f"{name} ({path}) as {who}: {p}" for p in b.page.evaluate(CHECK_PAGE)]
+
+    # and no page wrote an error to the console
+    for b in sessions.values():
+        problems += b.errors()
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_phone_menu_opens_by_tap_and_by_keyboard(browse, requester):
+    # given rita on the overview at phone width: the menu is folded away
+    rita = browse(requester, PHONE)
+    rita.visit("/", "menu folded")
+    requests_link = rita.page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Requests"
+    )
+    expect(requests_link).to_be_hidden()
+
+    # when she taps the menu button
+    rita.page.locator("label[for=nav-toggle]").click()
+
+    # then the links show
+    expect(requests_link).to_be_visible()
+    rita.shot("menu open")
+
+    # and a keyboard user can fold and unfold it too
+    toggle = rita.page.get_by_role("checkbox", name="Menu")
+    toggle.focus()
+    rita.page.keyboard.press("Space")
+    expect(requests_link).to_be_hidden()
+    rita.page.keyboard.press("Space")
+    expect(requests_link).to_be_visible()
+
+
+def test_the_desktop_menu_is_always_shown(browse, requester):
+    # given rita at desktop width
+    rita = browse(requester, DESKTOP)
+    rita.visit("/", "overview")
+
+    # then the links are shown and the menu button is not
+    nav = rita.page.get_by_role("navigation", name="Main")
+    expect(nav.get_by_role("link", name="Requests")).to_be_visible()
+    expect(rita.page.locator("label[for=nav-toggle]")).to_be_hidden()
+    expect(rita.page.get_by_role("checkbox", name="Menu")).to_be_hidden()
