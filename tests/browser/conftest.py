@@ -40,9 +40,12 @@ DESKTOP = {"width": 1280, "height": 860}
 
 
 def chromium_path() -> str | None:
-    candidate = os.environ.get("ALLOTMENT_CHROMIUM") or "/usr/bin/chromium"
-    if Path(candidate).exists():
-        return candidate
+    """Debian's Chromium, or the binary ALLOTMENT_CHROMIUM names; None when there is none."""
+    if os.environ.get("ALLOTMENT_CHROMIUM"):
+        candidate = os.environ["ALLOTMENT_CHROMIUM"]
+        return candidate if Path(candidate).exists() else None
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
     return shutil.which("chromium")
 
 
@@ -51,8 +54,9 @@ def pytest_collection_modifyitems(config, items):
     reason = None
     if chromium_path() is None:
         reason = (
-            "browser tests skipped: /usr/bin/chromium is missing and could not be installed "
-            "(`python3 dev.py test` installs Debian's chromium with apt when run as root)"
+            "browser tests skipped: no Chromium at /usr/bin/chromium (or ALLOTMENT_CHROMIUM), "
+            "and it could not be installed: `python3 dev.py test` installs Debian's chromium "
+            "with apt when run as root"
         )
     else:
         try:

@@ -27,11 +27,12 @@ def _local(dt):
     return timezone.localtime(dt).strftime("%Y-%m-%dT%H:%M")
 
 
-def _reload_until(b, text, seconds=30):
-    """Reload the page until `text` shows up (the worker applies in the background)."""
+def _reload_until(b, status, seconds=30):
+    """Reload the request page until its status reads `status` (the worker applies in the
+    background)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if text in b.page.inner_text("main"):
+        if b.page.locator("main .pill").first.inner_text() == status:
             return True
         time.sleep(0.3)
         b.page.reload(wait_until="load")

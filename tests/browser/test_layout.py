@@ -146,3 +146,32 @@ def test_the_desktop_menu_is_always_shown(browse, requester):
     expect(nav.get_by_role("link", name="Requests")).to_be_visible()
     expect(rita.page.locator("label[for=nav-toggle]")).to_be_hidden()
     expect(rita.page.get_by_role("checkbox", name="Menu")).to_be_hidden()
+
+
+def test_the_page_checks_catch_what_they_look_for(browse, requester):
+    # given rita on a clean page
+    rita = browse(requester, PHONE)
+    rita.visit("/requests/new/", "clean page")
+    assert rita.page.evaluate(CHECK_PAGE) == [] and rita.errors() == []
+
+    # when the page grows an inline style (refused by the CSP), a too-wide block, an unnamed
+    # input and a description pointing nowhere
+    rita.page.evaluate(
+        """() => document.querySelector("main").insertAdjacentHTML("beforeend",
+            '<div style="color: red">inline</div>'
+            + '<pre>' + 'x'.repeat(200) + '</pre>'
+            + '<input type="text" name="nameless">'
+            + '<textarea aria-label="Notes" aria-describedby="nowhere"></textarea>')"""
+    )
+    rita.shot("broken page")
+
+    # then every check reports it
+    problems = rita.page.evaluate(CHECK_PAGE)
+    assert any(p.startswith("scrolls sideways") for p in problems), problems
+    assert "input[name=nameless] has no accessible name" in problems
+    assert 'textarea aria-describedby="nowhere" points nowhere' in problems
+    for _ in range(20):  # console events arrive asynchronously
+        if any("Content Security Policy" in e for e in rita.errors()):
+            break
+        rita.page.wait_for_timeout(100)
+    assert any("Content Security Policy" in e for e in rita.errors()), rita.errors()
