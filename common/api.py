@@ -1,12 +1,14 @@
 """API conventions shared by every endpoint: pagination with a capped page size, and one JSON
 error shape: {"detail": "...", "errors": {"field": ["message", ...]}}."""
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -14,6 +16,17 @@ class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+class WriteThrottle(UserRateThrottle):
+    """Per-user limit on the calls that file or decide something (PRODUCT.md section 6): a burst
+    answers 429 with Retry-After instead of queueing work. The rate is read on every call from
+    settings.API_WRITE_RATE (e.g. "30/min") so tests and deployments can change it."""
+
+    scope = "writes"
+
+    def get_rate(self):
+        return getattr(settings, "API_WRITE_RATE", "30/min")
 
 
 def _as_field_errors(detail) -> dict:

@@ -237,6 +237,17 @@ class TokenView(APIView):
             username=data.validated_data["username"],
             password=data.validated_data["password"],
         )
+        if getattr(request, "axes_locked_out", False):
+            # django-axes refused the attempt: too many wrong passwords for this account from
+            # this address. Say so, rather than "wrong password", as the sign-in page does.
+            return Response(
+                {
+                    "detail": "Too many wrong passwords: sign-in for this account is locked for "
+                    "a while. Try again later.",
+                    "errors": {},
+                },
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+            )
         if user is None or not user.is_active:
             raise ValidationError({"non_field_errors": ["Wrong username or password."]})
         token, _ = Token.objects.get_or_create(user=user)

@@ -5,7 +5,7 @@ from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from common.api import conflict
+from common.api import WriteThrottle, conflict
 from common.idempotency import idempotent
 
 from .. import policies, selectors, services
@@ -24,6 +24,14 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
     search_fields = ["project__name", "goal", "expected_outcome"]
     ordering_fields = ["created_at", "submitted_at", "gpus", "start"]
     ordering = ["-created_at", "-id"]
+    # Filing and deciding are rate-limited per user: a burst answers 429 with Retry-After.
+    throttled_actions = {"create", "approve", "reject", "request_changes"}
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        if self.action in self.throttled_actions:
+            throttles.append(WriteThrottle())
+        return throttles
 
     def get_queryset(self):
         return selectors.with_steps(selectors.requests_visible_to(self.request.user))
