@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from .timeline import Span, Timeline
 
@@ -60,6 +60,54 @@ class Plan:
     waiting: dict[int, str] = field(default_factory=dict)  # key -> why it waits
     reserved: dict[int, Span] = field(default_factory=dict)
     timeline: Timeline | None = None
+
+
+# The spellings of AllocationChange.Kind.EXTENSION and Allocation.State.ACTIVE (this module
+# imports no models, so the forecast can feed it plain rows).
+EXTENSION = "extension"
+ACTIVE = "active"
+
+
+def _fmt(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def demand_for(change, now: datetime, targets: dict, *, horizon: timedelta):
+    """(Demand, None) for an approved change the engine can still serve at `now`, or (None, why
+    not). `change` has pk, kind, target_allocation_id, gpus, start, end, flexible_start;
+    `targets` maps allocation ids to objects with state, end and gpus. The apply engine
+    (services._serve) and the forecast (allocator/forecast.py) both call this."""
+    if change.kind == EXTENSION:
+        target = targets.get(change.target_allocation_id)
+        if target is None or target.state != ACTIVE or target.end <= now:
+            return None, "the allocation to extend is no longer active"
+        if change.end <= target.end:
+            return None, (
+                f"the allocation already ends at {_fmt(target.end)}, not before the asked-for end"
+            )
+        return Demand(change.pk, target.gpus, target.end, change.end - target.end), None
+    # A start already past (the change was applied or served late) means: from now on.
+    start = max(change.start, now)
+    if change.flexible_start:
+        latest = change.start + horizon
+        if start > latest:
+            return None, (
+                f"no start was found within the {horizon.days}-day horizon before it passed"
+            )
+        return Demand(change.pk, change.gpus, start, change.end - change.start, latest), None
+    if change.end <= now:
+        return None, "the requested period ended before the GPUs were free"
+    return Demand(change.pk, change.gpus, start, change.end - start), None
+
+
+def share_refusal(executive_reviewed: bool, span: Span, check: Callable[[Span], object]):
+    """The share rule at apply time (PRODUCT.md section 3, rule 1, checked again): None when the
+    span may be allocated, else the failed check (a selectors.ShareCheck) — the change goes to
+    executive review instead. A change executives already reviewed is not checked again."""
+    if executive_reviewed:
+        return None
+    result = check(span)
+    return result if result.exceeds else None
 
 
 def fit_start(timeline: Timeline, demand: Demand) -> datetime | None:

@@ -108,13 +108,23 @@ def share_check(
     its share (PRODUCT.md section 3, rule 1). No share row means a share of 0."""
     origin = min(start, timezone.now())
     timeline = division_timeline(pool_id, division_id, origin=origin)
-    window = timeline.window(start, end)
-    peak = max(window, key=lambda s: s.held)
     share = (
         DivisionShare.objects.filter(pool_id=pool_id, division_id=division_id)
         .values_list("gpus", flat=True)
         .first()
     ) or 0
+    return share_check_on(
+        timeline, division_id=division_id, share=share, gpus=gpus, start=start, end=end
+    )
+
+
+def share_check_on(
+    timeline: Timeline, *, division_id: int, share: int, gpus: int, start: datetime, end: datetime
+) -> ShareCheck:
+    """The share rule on a division's timeline (its holdings of the pool, the pool's capacity):
+    the one computation behind share_check, the requests' share effects and the forecast."""
+    window = timeline.window(start, end)
+    peak = max(window, key=lambda s: s.held)
     return ShareCheck(
         division_id=division_id,
         share=share,

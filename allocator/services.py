@@ -42,7 +42,7 @@ from .models import (
     Priority,
     Reclaim,
 )
-from .planning import Demand, plan_queue
+from .planning import Demand, demand_for, plan_queue, share_refusal
 from .selectors import holding_allocations, horizon, pool_timeline, queue_key, share_check
 from .signals import change_settled
 from .timeline import Span
@@ -254,28 +254,25 @@ def allocation_change_record_error(*, change_id: int, error: str) -> None:
 
 def _demand_for(change: AllocationChange, now: datetime, targets: dict[int, Allocation]):
     """(Demand, None) for a change the engine can still serve, or (None, why not)."""
-    if change.kind == AllocationChange.Kind.EXTENSION:
-        target = targets.get(change.target_allocation_id)
-        if target is None or target.state != Allocation.State.ACTIVE or target.end <= now:
-            return None, "the allocation to extend is no longer active"
-        if change.end <= target.end:
-            return None, (
-                f"the allocation already ends at {_fmt(target.end)}, not before the asked-for end"
-            )
-        return Demand(change.pk, target.gpus, target.end, change.end - target.end), None
-    # A start already past (the change was applied or served late) means: from now on.
-    start = max(change.start, now)
-    if change.flexible_start:
-        latest = change.start + horizon()
-        if start > latest:
-            return None, (
-                f"no start was found within the {settings.ALLOTMENT['HORIZON_DAYS']}-day "
-                "horizon before it passed"
-            )
-        return Demand(change.pk, change.gpus, start, change.end - change.start, latest), None
-    if change.end <= now:
-        return None, "the requested period ended before the GPUs were free"
-    return Demand(change.pk, change.gpus, start, change.end - start), None
+    return demand_for(change, now, targets, horizon=horizon())
+
+
+def _share_accept(pool: Pool, change: AllocationChange, span: Span) -> str | None:
+    """The share rule at apply time: the sentence for executive review when the span would put
+    the change's division above its share (and it was not reviewed by executives), else None."""
+    division = change.project.team.division
+
+    def check(span: Span):
+        return share_check(
+            pool_id=pool.pk,
+            division_id=division.pk,
+            gpus=span.gpus,
+            start=span.start,
+            end=span.end,
+        )
+
+    refusal = share_refusal(change.executive_reviewed, span, check)
+    return refusal.sentence(division.name, pool.name) if refusal is not None else None
 
 
 def _serve(
@@ -309,19 +306,11 @@ def _serve(
 
     def accept(demand: Demand, span: Span) -> bool:
         change = by_key[demand.key]
-        if not change.executive_reviewed:
-            division = change.project.team.division
-            check = share_check(
-                pool_id=pool.pk,
-                division_id=division.pk,
-                gpus=span.gpus,
-                start=span.start,
-                end=span.end,
-            )
-            if check.exceeds:
-                _settle_needs_review(change, reason=check.sentence(division.name, pool.name))
-                outcomes[change.pk] = "needs_review"
-                return False
+        refused = _share_accept(pool, change, span)
+        if refused:
+            _settle_needs_review(change, reason=refused)
+            outcomes[change.pk] = "needs_review"
+            return False
         _settle_applied(change, span, targets=targets, now=now)
         outcomes[change.pk] = "applied"
         return True
@@ -860,19 +849,11 @@ def _place(pool: Pool, change: AllocationChange, *, now: datetime) -> str:
     outcome = {}
 
     def accept(demand: Demand, span: Span) -> bool:
-        if not change.executive_reviewed:
-            division = change.project.team.division
-            check = share_check(
-                pool_id=pool.pk,
-                division_id=division.pk,
-                gpus=span.gpus,
-                start=span.start,
-                end=span.end,
-            )
-            if check.exceeds:
-                _settle_needs_review(change, reason=check.sentence(division.name, pool.name))
-                outcome["x"] = "needs_review"
-                return False
+        refused = _share_accept(pool, change, span)
+        if refused:
+            _settle_needs_review(change, reason=refused)
+            outcome["x"] = "needs_review"
+            return False
         _settle_applied(change, span, targets=targets, now=now)
         outcome["x"] = "applied"
         return True

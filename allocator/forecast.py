@@ -1,0 +1,682 @@
+"""When will each approved request get its GPUs? A simulator of a pool's future (issue 8).
+
+Starting from the database as it is now, it plays the pool forward under two assumptions — no
+new approvals and no early releases — through what is already known: allocations ending,
+scheduled capacity changes, scheduled reclaims (and transfers) taking effect, and the waiting
+queue served by exactly the engine's rules. It calls the engine's own code: the queue order
+(selectors.queue_key), the demand of a change (planning.demand_for), the fit and the
+reservations (planning.fit_start / planning.reservation on allocator.timeline.Timeline), and the
+share rule at apply time (planning.share_refusal on selectors.share_check_on). There is no second
+copy of the rules to drift.
+
+When the engine acts
+--------------------
+The engine re-plans a pool's queue (services._serve) whenever it runs: at a release, an expiry,
+a reclaim, an arrival, and from the periodic sweep. With the database otherwise unchanged, the
+plan made at instant t differs from the one made earlier only where time itself changes a
+demand (planning.demand_for clips a start already past to t; a flexible demand's window closes;
+an extension's allocation ends). For a fixed demand that waits on the planning timeline, the
+window [t, end) fits from the instant just after the last step in it that is short of GPUs —
+its *unblock* instant — and not one moment before; everything else in the queue stays as
+planned. So the simulator re-plans at: now; every unblock instant of a waiting fixed demand
+(every one is an instant where free GPUs rise: an allocation ends, GPUs arrive, an earlier
+demand's period ends); every reclaim's effective time; every closing of a flexible demand's
+window (its horizon passes) and every end of an allocation an extension waits on. Running the
+real engine (the periodic services with now=t) at exactly `Forecast.instants` ends in the same
+allocations (tests/allocator/test_forecast.py checks this on built and generated scenarios);
+running it at any other instant in between changes nothing, as argued above.
+
+Re-planning is incremental: each demand keeps the planning timeline it was planned on; at an
+instant only the demands whose own inputs changed are planned again, and the rest of the queue
+only when what such a demand holds in the plan changed (placing a fixed demand at its unblock
+instant holds exactly what its reservation held, so nothing behind it moves).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool, Reclaim
+from .planning import Demand, demand_for, fit_start, reservation, share_refusal
+from .selectors import HOLDING_STATES, horizon, queue_key, share_check_on
+from .timeline import Span, Timeline
+
+ASSUMPTIONS = "assumes no new approvals and no early releases"
+TICK = timedelta(microseconds=1)  # "just after" an instant (PostgreSQL keeps microseconds)
+MAX_INSTANTS = 20_000  # a safety net: every instant retires a demand or a reclaim in practice
+
+Status = AllocationChange.Status
+
+
+# --- the pool's rows, as plain objects -----------------------------------------------------
+
+
+@dataclass
+class SimAllocation:
+    id: int
+    start: datetime
+    end: datetime
+    gpus: int
+    state: str
+    division_id: int
+    label: str  # "project Atlas" or "a confidential project"
+    change_id: int | None = None  # set for the allocations the forecast itself makes
+
+
+@dataclass
+class SimChange:
+    pk: int
+    priority: int
+    approved_at: datetime
+    kind: str
+    target_allocation_id: int | None
+    gpus: int
+    start: datetime
+    end: datetime
+    flexible_start: bool
+    executive_reviewed: bool
+    division_id: int
+    label: str
+    status: str = Status.WAITING
+    division_name: str = "the division"
+
+
+@dataclass
+class SimReclaim:
+    pk: int
+    allocation_id: int
+    new_gpus: int
+    new_end: datetime | None
+    effective_at: datetime
+    transfer_to_id: int | None
+
+
+@dataclass
+class PoolState:
+    """Everything the simulation of one pool reads (built by `load_pools`, six queries for any
+    number of pools; tests and what-ifs may build or copy one by hand)."""
+
+    pool_id: int
+    pool_name: str
+    capacity_changes: list[tuple[datetime, int, str]]
+    allocations: list[SimAllocation]
+    changes: list[SimChange]  # waiting and pending (approved, not yet applied)
+    reclaims: list[SimReclaim]
+    shares: dict[int, int]  # division id -> GPUs
+
+    def with_changes(
+        self,
+        *,
+        extra: Iterable[SimChange] = (),
+        shares: dict[int, int] | None = None,
+    ) -> PoolState:
+        """A what-if copy: more approved changes, other shares."""
+        return PoolState(
+            pool_id=self.pool_id,
+            pool_name=self.pool_name,
+            capacity_changes=self.capacity_changes,
+            allocations=self.allocations,
+            changes=[*self.changes, *extra],
+            reclaims=self.reclaims,
+            shares=dict(self.shares if shares is None else shares),
+        )
+
+
+def _label(project_name: str, confidential: bool) -> str:
+    return "a confidential project" if confidential else f"project {project_name}"
+
+
+def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState]:
+    """The rows the simulation needs for the given pools, in six queries whatever their number."""
+    ids = sorted(set(pool_ids))
+    if not ids:
+        return {}
+    names = {
+        p.pk: p.name for p in Pool.objects.filter(pk__in=ids).only("id", "cluster", "gpu_model")
+    }
+    capacity: dict[int, list] = defaultdict(list)
+    for pool_id, at, delta, kind in CapacityChange.objects.filter(pool_id__in=ids).values_list(
+        "pool_id", "effective_at", "delta", "kind"
+    ):
+        capacity[pool_id].append((at, delta, kind))
+    live = [Status.WAITING, Status.PENDING]
+    targets = AllocationChange.objects.filter(
+        pool_id__in=ids, status__in=live, target_allocation__isnull=False
+    ).values("target_allocation_id")
+    allocations: dict[int, list[SimAllocation]] = defaultdict(list)
+    for row in (
+        Allocation.objects.filter(pool_id__in=ids)
+        .filter(Q(state__in=HOLDING_STATES, end__gt=now) | Q(pk__in=targets))
+        .order_by()
+        .values_list(
+            "id",
+            "pool_id",
+            "start",
+            "end",
+            "gpus",
+            "state",
+            "project__team__division_id",
+            "project__name",
+            "project__confidential",
+        )
+    ):
+        allocations[row[1]].append(
+            SimAllocation(
+                id=row[0],
+                start=row[2],
+                end=row[3],
+                gpus=row[4],
+                state=row[5],
+                division_id=row[6],
+                label=_label(row[7], row[8]),
+            )
+        )
+    changes: dict[int, list[SimChange]] = defaultdict(list)
+    for row in (
+        AllocationChange.objects.filter(pool_id__in=ids, status__in=live)
+        .order_by()
+        .values_list(
+            "id",
+            "pool_id",
+            "priority",
+            "approved_at",
+            "kind",
+            "target_allocation_id",
+            "gpus",
+            "start",
+            "end",
+            "flexible_start",
+            "executive_reviewed",
+            "project__team__division_id",
+            "project__name",
+            "project__confidential",
+            "status",
+            "project__team__division__name",
+        )
+    ):
+        changes[row[1]].append(
+            SimChange(
+                pk=row[0],
+                priority=row[2],
+                approved_at=row[3],
+                kind=row[4],
+                target_allocation_id=row[5],
+                gpus=row[6],
+                start=row[7],
+                end=row[8],
+                flexible_start=row[9],
+                executive_reviewed=row[10],
+                division_id=row[11],
+                label=_label(row[12], row[13]),
+                status=row[14],
+                division_name=row[15],
+            )
+        )
+    reclaims: dict[int, list[SimReclaim]] = defaultdict(list)
+    for row in (
+        Reclaim.objects.filter(allocation__pool_id__in=ids, status=Reclaim.Status.SCHEDULED)
+        .order_by()
+        .values_list(
+            "id",
+            "allocation__pool_id",
+            "allocation_id",
+            "new_gpus",
+            "new_end",
+            "effective_at",
+            "transfer_to_id",
+        )
+    ):
+        reclaims[row[1]].append(SimReclaim(row[0], row[2], row[3], row[4], row[5], row[6]))
+    shares: dict[int, dict[int, int]] = defaultdict(dict)
+    for pool_id, division_id, gpus in DivisionShare.objects.filter(pool_id__in=ids).values_list(
+        "pool_id", "division_id", "gpus"
+    ):
+        shares[pool_id][division_id] = gpus
+    return {
+        pool_id: PoolState(
+            pool_id=pool_id,
+            pool_name=names.get(pool_id, f"pool {pool_id}"),
+            capacity_changes=capacity[pool_id],
+            allocations=allocations[pool_id],
+            changes=changes[pool_id],
+            reclaims=reclaims[pool_id],
+            shares=shares[pool_id],
+        )
+        for pool_id in ids
+    }
+
+
+# --- what the forecast says ----------------------------------------------------------------
+
+
+def when(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%d %b %Y %H:%M UTC").lstrip("0")
+
+
+def _days(d: timedelta) -> str:
+    days = d.total_seconds() / 86400
+    if days >= 1:
+        return f"{days:.0f} days" if days >= 2 or days.is_integer() else f"{days:.1f} days"
+    return f"{d.total_seconds() / 3600:.0f} hours"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change_id: int
+    kind: str  # "allocated", "review" (sent to executive review), "failed" (never served)
+    decided_at: datetime | None  # the instant the engine would act
+    start: datetime | None  # of the allocation, for "allocated"
+    end: datetime | None
+    reason: str
+
+    @property
+    def allocated(self) -> bool:
+        return self.kind == "allocated"
+
+
+@dataclass
+class Forecast:
+    pool_id: int
+    now: datetime
+    outcomes: dict[int, Outcome]  # change id -> what becomes of it
+    instants: list[datetime]  # where the engine acts (now first)
+    allocations: list[SimAllocation] = field(default_factory=list)  # the pool at the end
+
+    def start_of(self, change_id: int) -> datetime | None:
+        o = self.outcomes.get(change_id)
+        return o.start if o is not None and o.allocated else None
+
+
+# --- the simulation ------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """A change in the queue and where the last plan left it."""
+
+    change: SimChange
+    snapshot: Timeline | None = None  # the planning timeline it was planned on
+    held: Span | None = None  # its reservation in the plan, if any
+    demand: Demand | None = None
+    unblock: datetime | None = None  # fixed: from when its window fits, plan unchanged
+    reserve_from: datetime | None = None  # fixed without a reservation: from when it gets one
+    closes: datetime | None = None  # when it can no longer be served (matters if it holds)
+    why: str = ""
+
+
+class _Simulation:
+    def __init__(self, state: PoolState, now: datetime):
+        self.state = state
+        self.now = now
+        self.flex_horizon = horizon()
+        self.horizon_days = settings.ALLOTMENT["HORIZON_DAYS"]
+        self.capacity = [(at, delta) for at, delta, _ in state.capacity_changes]
+        self.allocations = {
+            a.id: SimAllocation(**a.__dict__) for a in state.allocations
+        }  # copies: the simulation changes them
+        self.reclaims = sorted(state.reclaims, key=lambda r: (r.effective_at, r.pk))
+        self.outcomes: dict[int, Outcome] = {}
+        self.instants: list[datetime] = []
+        self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
+        self.queue: list[_Entry] = []
+        self.pending = sorted(
+            (c for c in state.changes if c.status == Status.PENDING),
+            key=lambda c: (c.approved_at, c.pk),
+        )
+        for change in sorted(
+            (c for c in state.changes if c.status != Status.PENDING), key=queue_key
+        ):
+            self.queue.append(_Entry(change))
+        self._rebuild()
+
+    # The pool and each division as timelines.
+
+    def _holding(self, a: SimAllocation) -> bool:
+        return a.state in HOLDING_STATES
+
+    def _rebuild(self) -> None:
+        held = [a for a in self.allocations.values() if self._holding(a)]
+        self.base = Timeline(self.now, self.capacity, [Span(a.start, a.end, a.gpus) for a in held])
+        self.divisions: dict[int, Timeline] = {}
+
+    def _division(self, division_id: int) -> Timeline:
+        if division_id not in self.divisions:
+            self.divisions[division_id] = Timeline(
+                self.now,
+                self.capacity,
+                [
+                    Span(a.start, a.end, a.gpus)
+                    for a in self.allocations.values()
+                    if self._holding(a) and a.division_id == division_id
+                ],
+            )
+        return self.divisions[division_id]
+
+    def _share_check(self, change: SimChange, span: Span):
+        return share_check_on(
+            self._division(change.division_id),
+            division_id=change.division_id,
+            share=self.state.shares.get(change.division_id, 0),
+            gpus=span.gpus,
+            start=span.start,
+            end=span.end,
+        )
+
+    # One change meets the plan at instant t: the engine's accept (services._serve).
+
+    def _try(self, entry: _Entry, timeline: Timeline, t: datetime) -> tuple[str, Span | None]:
+        """Plan one change on `timeline` at t. Returns (outcome, what it holds in the plan):
+        outcome is "placed", "review", "failed" or "waiting"."""
+        change = entry.change
+        demand, problem = demand_for(change, t, self.allocations, horizon=self.flex_horizon)
+        if problem:
+            if entry.why:  # it waited: say what it waited for
+                problem = f"not served: {entry.why}"
+            self._settle(change, "failed", t, reason=problem)
+            return "failed", None
+        start = fit_start(timeline, demand)
+        if start is not None:
+            span = Span(start, start + demand.duration, demand.gpus)
+            refusal = share_refusal(
+                change.executive_reviewed, span, lambda s: self._share_check(change, s)
+            )
+            if refusal is not None:
+                self._settle(
+                    change,
+                    "review",
+                    t,
+                    reason="sent to executive review when it would fit on "
+                    f"{when(t)}: it {refusal.sentence(change.division_name, self.state.pool_name)}",
+                )
+                self.notes[t].append(
+                    f"{change.label}'s request for {change.gpus} GPUs goes to executive review"
+                )
+                return "review", None
+            self._allocate(change, span, t)
+            return "placed", span
+        entry.demand = demand
+        held = reservation(timeline, demand)
+        entry.held = held
+        entry.why = self._why(timeline, demand)
+        entry.unblock = entry.reserve_from = entry.closes = None
+        if demand.flexible:
+            entry.closes = demand.latest_start + TICK
+        elif change.kind == "extension":
+            entry.closes = demand.start  # the extended allocation's end
+        else:
+            window = timeline.window(demand.start, demand.end)
+            entry.unblock = self._after_last(window, lambda s: s.free < demand.gpus, demand.end)
+            if held is None:
+                entry.reserve_from = self._after_last(
+                    window, lambda s: s.capacity < demand.gpus, demand.end
+                )
+        return "waiting", held
+
+    @staticmethod
+    def _after_last(window, short, end: datetime) -> datetime | None:
+        """The instant the last step of `window` meeting `short` ends (the window, clipped to
+        start there, has none); None when that is not before `end`."""
+        for i in range(len(window) - 1, -1, -1):
+            if short(window[i]):
+                if i + 1 < len(window) and window[i + 1].at < end:
+                    return window[i + 1].at
+                return None
+        return None
+
+    def _why(self, timeline: Timeline, demand: Demand) -> str:
+        if demand.flexible:
+            return (
+                f"the pool never has {demand.gpus} GPUs free for {_days(demand.duration)} "
+                f"starting before {when(demand.latest_start)}"
+            )
+        short = timeline.shortfall(demand.gpus, demand.start, demand.end)
+        if short is None:
+            return ""
+        return (
+            f"only {max(short.free, 0)} of the {demand.gpus} GPUs are free at "
+            f"{when(max(short.at, demand.start))}"
+        )
+
+    def _allocate(self, change: SimChange, span: Span, t: datetime) -> None:
+        if change.kind == "extension":
+            target = self.allocations[change.target_allocation_id]
+            target.end = span.end
+        else:
+            self.allocations[-change.pk] = SimAllocation(
+                id=-change.pk,
+                start=span.start,
+                end=span.end,
+                gpus=span.gpus,
+                state=Allocation.State.ACTIVE,
+                division_id=change.division_id,
+                label=change.label,
+                change_id=change.pk,
+            )
+        self.base = self.base.with_span(span)
+        if change.division_id in self.divisions:
+            self.divisions[change.division_id] = self.divisions[change.division_id].with_span(span)
+        self._settle(change, "allocated", t, span=span)
+
+    def _settle(self, change, kind: str, t: datetime, *, span=None, reason: str = "") -> None:
+        self.outcomes[change.pk] = Outcome(
+            change_id=change.pk,
+            kind=kind,
+            decided_at=t,
+            start=span.start if span else None,
+            end=span.end if span else None,
+            reason=reason,
+        )
+
+    # Serving the queue at an instant.
+
+    @staticmethod
+    def _same(a: Span | None, b: Span | None, t: datetime) -> bool:
+        """Do two holdings hold the same from t on?"""
+        a = a if a is not None and a.end > t else None
+        b = b if b is not None and b.end > t else None
+        if a is None or b is None:
+            return a is b
+        return (max(a.start, t), a.end, a.gpus) == (max(b.start, t), b.end, b.gpus)
+
+    @staticmethod
+    def _due(entry: _Entry, t: datetime) -> bool:
+        c = entry.change
+        return (
+            entry.snapshot is None
+            or (entry.unblock is not None and entry.unblock <= t)
+            or (entry.reserve_from is not None and entry.reserve_from <= t)
+            or (entry.closes is not None and entry.closes <= t)
+            or (not c.flexible_start and c.kind != "extension" and c.end <= t)
+        )
+
+    def serve(self, t: datetime, *, dirty_from: int | None = None) -> None:
+        """Plan the queue at t, as services._serve would, re-planning only what can change:
+        a change whose own inputs changed (`_due`), and everything behind a change whose
+        holding in the plan changed (or from `dirty_from` on)."""
+        kept: list[_Entry] = []
+        timeline: Timeline | None = None  # the live planning timeline while cascading
+        cascading = False
+        for i, entry in enumerate(self.queue):
+            if dirty_from is not None and i >= dirty_from and not cascading:
+                cascading = True
+                timeline = self._planning_timeline(kept, t)
+            if not cascading and not self._due(entry, t):
+                kept.append(entry)
+                continue
+            if not cascading:  # its own plan changes: start from where it was planned
+                timeline = entry.snapshot or self._planning_timeline(kept, t)
+            before = entry.held
+            entry.snapshot = timeline
+            outcome, held = self._try(entry, timeline, t)
+            if outcome == "waiting":
+                kept.append(entry)
+            if not cascading and not self._same(before, held, t):
+                cascading = True
+            if cascading and held is not None:
+                timeline = timeline.with_span(held)
+        self.queue = kept
+
+    def _planning_timeline(self, ahead: list[_Entry], t: datetime) -> Timeline:
+        """The pool as planned for the next change: the base plus what the changes ahead of it
+        hold (the planner's timeline after them)."""
+        timeline = self.base
+        for entry in ahead:
+            if entry.held is not None and entry.held.end > t:
+                timeline = timeline.with_span(entry.held)
+        return timeline
+
+    # Reclaims.
+
+    def apply_reclaims(self, t: datetime) -> bool:
+        applied = False
+        while self.reclaims and self.reclaims[0].effective_at <= t:
+            reclaim = self.reclaims.pop(0)
+            a = self.allocations.get(reclaim.allocation_id)
+            if a is None or a.state != Allocation.State.ACTIVE or a.end <= reclaim.effective_at:
+                continue  # the engine cancels it
+            applied = True
+            if reclaim.new_gpus == 0:
+                if a.start < reclaim.effective_at < a.end:
+                    a.end = reclaim.effective_at
+                a.state = Allocation.State.RECLAIMED
+                self.notes[t].append(f"the reclaim of {a.label}'s {a.gpus} GPUs takes effect")
+            else:
+                self.notes[t].append(
+                    f"the reclaim of {a.gpus - min(a.gpus, reclaim.new_gpus)} of {a.label}'s "
+                    f"{a.gpus} GPUs takes effect"
+                )
+                a.gpus = min(a.gpus, reclaim.new_gpus)
+                if reclaim.new_end is not None and reclaim.new_end < a.end:
+                    a.end = reclaim.new_end
+            self._rebuild()
+            if reclaim.transfer_to_id:
+                self._transfer(reclaim.transfer_to_id, t)
+        return applied
+
+    def _transfer(self, change_id: int, t: datetime) -> None:
+        """services._place: the named change goes first, on the pool alone."""
+        for i, entry in enumerate(self.queue):
+            if entry.change.pk == change_id:
+                outcome, _ = self._try(entry, self.base, t)
+                if outcome != "waiting":
+                    del self.queue[i]
+                    entry.held = None
+                entry.snapshot = None  # planned again in its place by the serve that follows
+                return
+        for i, change in enumerate(self.pending):
+            if change.pk == change_id:
+                entry = _Entry(change)
+                outcome, _ = self._try(entry, self.base, t)
+                del self.pending[i]
+                if outcome == "waiting":
+                    self._enqueue(entry)
+                return
+
+    def _enqueue(self, entry: _Entry) -> int:
+        keys = [queue_key(e.change) for e in self.queue]
+        i = bisect.bisect_left(keys, queue_key(entry.change))
+        entry.snapshot = None
+        self.queue.insert(i, entry)
+        return i
+
+    # The run.
+
+    def next_instant(self, t: datetime) -> datetime | None:
+        candidates = [r.effective_at for r in self.reclaims[:1]]
+        for entry in self.queue:
+            for at in (entry.unblock, entry.reserve_from, entry.closes):
+                if at is not None and at > t:
+                    candidates.append(at)
+        return min(candidates) if candidates else None
+
+    def run(self) -> Forecast:
+        t = self.now
+        self.apply_reclaims(t)
+        self.instants.append(t)
+        self.serve(t, dirty_from=0)
+        while self.pending:  # each apply serves the queue with the change in its place
+            entry = _Entry(self.pending.pop(0))
+            self.serve(t, dirty_from=self._enqueue(entry))
+        for _ in range(MAX_INSTANTS):
+            nxt = self.next_instant(t)
+            if nxt is None:
+                break
+            t = nxt
+            self.instants.append(t)
+            moved = self.apply_reclaims(t)
+            self.serve(t, dirty_from=0 if moved else None)
+        for entry in self.queue:
+            self._never(entry, t)
+        self._explain()
+        return Forecast(
+            pool_id=self.state.pool_id,
+            now=self.now,
+            outcomes=self.outcomes,
+            instants=self.instants,
+            allocations=list(self.allocations.values()),
+        )
+
+    def _never(self, entry: _Entry, t: datetime) -> None:
+        change = entry.change
+        why = entry.why or "the GPUs are never free for its whole period"
+        if not change.flexible_start and change.kind != "extension":
+            why = f"{why}; it needs them until {when(change.end)}"
+        self._settle(change, "failed", None, reason=f"not on known capacity: {why}")
+
+    # Reasons in words.
+
+    def _explain(self) -> None:
+        ends: dict[datetime, list[str]] = defaultdict(list)
+        for a in self.allocations.values():
+            if a.end > self.now:
+                who = a.label if a.change_id is None else f"{a.label}'s forecast allocation"
+                ends[a.end].append(f"{who}'s {a.gpus} GPUs of {self.state.pool_name} end")
+        for at, delta, kind in self.state.capacity_changes:
+            if at > self.now:
+                if kind == CapacityChange.Kind.ARRIVAL:
+                    words = f"the arrival of {delta} GPUs lands"
+                elif delta > 0:
+                    words = f"{delta} GPUs come back from repair"
+                else:
+                    words = f"{-delta} GPUs leave the pool"
+                ends[at].append(words)
+        for entry_change in self.state.changes:
+            if not entry_change.flexible_start and entry_change.kind != "extension":
+                ends[entry_change.end].append(
+                    f"{entry_change.label}'s waiting request for {entry_change.gpus} GPUs "
+                    "reaches its end date"
+                )
+        for key, o in list(self.outcomes.items()):
+            if o.kind != "allocated" or o.reason:
+                continue
+            if o.decided_at == self.now:
+                reason = (
+                    "now: the GPUs are free for the whole period"
+                    if o.start <= self.now + timedelta(minutes=1)
+                    else f"now, for a start on {when(o.start)} when the GPUs are free"
+                )
+            else:
+                events = self.notes.get(o.decided_at, []) + ends.get(o.decided_at, [])
+                what = events[0] if events else "GPUs free up"
+                more = f" (and {len(events) - 1} more)" if len(events) > 1 else ""
+                reason = f"when {what}{more} on {when(o.decided_at)}"
+            self.outcomes[key] = Outcome(o.change_id, o.kind, o.decided_at, o.start, o.end, reason)
+
+
+def simulate(state: PoolState, *, now: datetime) -> Forecast:
+    """The forecast of one pool (pure: no queries beyond division names for review reasons)."""
+    return _Simulation(state, now).run()
+
+
+def forecast_pools(pool_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, Forecast]:
+    """Forecasts of the given pools, computed now (six queries, then memory)."""
+    now = now or timezone.now()
+    return {pid: simulate(state, now=now) for pid, state in load_pools(pool_ids, now=now).items()}
