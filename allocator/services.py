@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,6 +32,7 @@ from org.models import Project, RoleGrant
 from org.roles import roles_of
 
 from . import locks
+from .faults import fault_point
 from .models import (
     Allocation,
     AllocationChange,
@@ -115,6 +115,8 @@ def _dispatch(change_id: int) -> None:
     from .tasks import apply_change
 
     try:
+        # With the broker down this gives up after Celery's short publish retries (the task
+        # ignores its result, so the result backend's long reconnect loop is not involved).
         apply_change.delay(change_id)
     except Exception:
         logger.exception("could not send the apply task for change %s", change_id)
@@ -124,8 +126,18 @@ def _dispatch(change_id: int) -> None:
     )
 
 
+def _dispatch_after_commit(change_id: int) -> None:
+    fault_point("view_after_commit_before_publish", change_id=change_id)
+    _dispatch(change_id)
+
+
 def _dispatch_on_commit(change_id: int) -> None:
-    transaction.on_commit(partial(_dispatch, change_id))
+    # robust: whatever happens to the publish, the decision that committed stands and its
+    # response is not a 500 (the sweep covers a change that was never sent).
+    def dispatch_after_commit():  # a named function: robust on_commit logs its __qualname__
+        _dispatch_after_commit(change_id)
+
+    transaction.on_commit(dispatch_after_commit, robust=True)
 
 
 @transaction.atomic
@@ -211,6 +223,7 @@ def allocation_change_apply(*, change_id: int) -> str | None:
     change = _claim_attempt(change_id)
     if change is None:
         return None
+    fault_point("before_tx", change_id=change_id)
     with transaction.atomic(durable=True):
         pool = locks.lock_pool(change.pool_id)
         # Pool first, then the change (locks.py order). SKIP LOCKED: if another transaction
@@ -219,6 +232,7 @@ def allocation_change_apply(*, change_id: int) -> str | None:
         if change is None or change.status != Status.PENDING:
             return None
         outcomes = _serve(pool, extra=change)
+        fault_point("in_tx_before_commit", change_id=change_id)
         return outcomes.get(change.pk)
 
 

@@ -246,6 +246,8 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Product settings (PRODUCT.md sections 3 and 4) ---
+# Test-only fault points on the apply path (allocator/faults.py); allocator.E001 refuses it here.
+ALLOTMENT_FAULT_INJECTION = False
 ALLOTMENT = {
     "LARGE_REQUEST_GPUS": env.int("ALLOTMENT_LARGE_REQUEST_GPUS", default=256),
     "HORIZON_DAYS": env.int("ALLOTMENT_HORIZON_DAYS", default=90),

@@ -45,3 +45,10 @@ ALLOTMENT = {**ALLOTMENT, "RESEND_AFTER_SECONDS": 5}
 # A worker process started by a test must use the test database, not the configured one.
 if env("ALLOTMENT_WORKER_DB", default=""):
     DATABASES["default"]["NAME"] = env("ALLOTMENT_WORKER_DB")
+
+# Fault points on the apply path, armed by the proofs (allocator/faults.py). The system check
+# allocator.E001 accepts this only in these settings.
+ALLOTMENT_TEST_SETTINGS = True
+ALLOTMENT_FAULT_INJECTION = True
+# Every response >= 500 counts into the figure "5xx responses" (must be 0 at the end).
+MIDDLEWARE = ["tests.support.middleware.Count5xxMiddleware", *MIDDLEWARE]  # noqa: F405

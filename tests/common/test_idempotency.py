@@ -13,6 +13,7 @@ from requests_app.models import ApprovalStep, ComputeRequest
 from requests_app.workflow import Status
 from tests.requests_app import conftest as requests_fixtures
 from tests.requests_app.conftest import request_data
+from tests.support import figures
 
 # The request fixtures, shared with tests/requests_app.
 api = requests_fixtures.api
@@ -184,5 +185,7 @@ def test_concurrent_duplicates_act_once(api, requester, project, pool):
         t.join(30)
 
     # then one request exists; the other call replayed it (or was told it is in progress)
+    figures.add("idempotency-key replays raced", len(codes))
+    figures.add("idempotency-key duplicates created", ComputeRequest.objects.count() - 1)
     assert ComputeRequest.objects.count() == 1
     assert sorted(codes) in ([201, 201], [201, 409])

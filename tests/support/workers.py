@@ -35,7 +35,13 @@ class Worker:
         return env
 
     def start(self, timeout: float = 30) -> Worker:
-        log = open(self.log_path, "w")  # noqa: SIM115 — kept open for the process's lifetime
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> Worker:
+        """Start the process without waiting for it to answer (see start_all)."""
+        log = open(self.log_path, "a")  # noqa: SIM115 — kept open for the process's lifetime
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -62,7 +68,6 @@ class Worker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -78,6 +83,24 @@ class Worker:
             if replies:
                 return
         raise RuntimeError(f"worker not ready in {timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def children(self) -> list[int]:
+        """Pids of the prefork pool children (from /proc)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(fields[1]) == self.pid:
+                        found.append(int(entry.name))
+        return found
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text()[-chars:] if self.log_path.exists() else ""
 
     @property
     def pid(self) -> int:
@@ -103,3 +126,12 @@ def purge_test_broker() -> None:
     import redis
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+def start_all(workers: list[Worker], timeout: float = 45) -> list[Worker]:
+    """Launch several workers at once, then wait for each: boots overlap."""
+    for w in workers:
+        w.launch()
+    for w in workers:
+        w.wait_ready(timeout)
+    return workers
