@@ -309,7 +309,7 @@ class _Entry:
     unblock: datetime | None = None  # fixed: from when its window fits, plan unchanged
     reserve_from: datetime | None = None  # fixed without a reservation: from when it gets one
     closes: datetime | None = None  # when it can no longer be served (matters if it holds)
-    why: str = ""
+    why_on: Timeline | None = None  # the timeline it last waited on
 
 
 class _Simulation:
@@ -324,6 +324,7 @@ class _Simulation:
         }  # copies: the simulation changes them
         self.reclaims = sorted(state.reclaims, key=lambda r: (r.effective_at, r.pk))
         self.outcomes: dict[int, Outcome] = {}
+        self.cascades: dict[str, int] = {}  # why re-planning went on behind a change (a figure)
         self.instants: list[datetime] = []
         self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
         self.queue: list[_Entry] = []
@@ -378,8 +379,8 @@ class _Simulation:
         change = entry.change
         demand, problem = demand_for(change, t, self.allocations, horizon=self.flex_horizon)
         if problem:
-            if entry.why:  # it waited: say what it waited for
-                problem = f"not served: {entry.why}"
+            if entry.why_on is not None:  # it waited: say what it waited for
+                problem = f"not served: {self._why_of(entry)}"
             self._settle(change, "failed", t, reason=problem)
             return "failed", None
         start = fit_start(timeline, demand)
@@ -405,7 +406,7 @@ class _Simulation:
         entry.demand = demand
         held = reservation(timeline, demand)
         entry.held = held
-        entry.why = self._why(timeline, demand)
+        entry.why_on = timeline  # the words are made only when needed (`_why_of`)
         entry.unblock = entry.reserve_from = entry.closes = None
         if demand.flexible:
             entry.closes = demand.latest_start + TICK
@@ -430,6 +431,11 @@ class _Simulation:
                     return window[i + 1].at
                 return None
         return None
+
+    def _why_of(self, entry: _Entry) -> str:
+        if entry.why_on is None or entry.demand is None:
+            return ""
+        return self._why(entry.why_on, entry.demand)
 
     def _why(self, timeline: Timeline, demand: Demand) -> str:
         if demand.flexible:
@@ -507,12 +513,12 @@ class _Simulation:
         for i, entry in enumerate(self.queue):
             if dirty_from is not None and i >= dirty_from and not cascading:
                 cascading = True
-                timeline = self._planning_timeline(kept, t)
+                timeline = self._timeline_before(i, kept, t)
             if not cascading and not self._due(entry, t):
                 kept.append(entry)
                 continue
             if not cascading:  # its own plan changes: start from where it was planned
-                timeline = entry.snapshot or self._planning_timeline(kept, t)
+                timeline = self._timeline_before(i, kept, t)
             before = entry.held
             entry.snapshot = timeline
             outcome, held = self._try(entry, timeline, t)
@@ -520,9 +526,23 @@ class _Simulation:
                 kept.append(entry)
             if not cascading and not self._same(before, held, t):
                 cascading = True
+                self.cascades[outcome] = self.cascades.get(outcome, 0) + 1
             if cascading and held is not None:
                 timeline = timeline.with_span(held)
         self.queue = kept
+
+    def _timeline_before(self, i: int, kept: list[_Entry], t: datetime) -> Timeline:
+        """The planning timeline in front of queue entry i: its snapshot when the plan ahead of
+        it did not change; for an entry just added, the snapshot of the one after it (planned
+        on the same timeline); else built from what the entries ahead hold."""
+        if i == 0:
+            return self.base
+        entry = self.queue[i]
+        if entry.snapshot is not None:
+            return entry.snapshot
+        if i + 1 < len(self.queue) and self.queue[i + 1].snapshot is not None:
+            return self.queue[i + 1].snapshot
+        return self._planning_timeline(kept, t)
 
     def _planning_timeline(self, ahead: list[_Entry], t: datetime) -> Timeline:
         """The pool as planned for the next change: the base plus what the changes ahead of it
@@ -601,10 +621,12 @@ class _Simulation:
         t = self.now
         self.apply_reclaims(t)
         self.instants.append(t)
+        # Approved changes not applied yet join the queue in their place and are served with
+        # it (one apply serving the queue with the change in its place, as services._serve does
+        # with `extra`; several at once are taken in queue order).
+        while self.pending:
+            self._enqueue(_Entry(self.pending.pop(0)))
         self.serve(t, dirty_from=0)
-        while self.pending:  # each apply serves the queue with the change in its place
-            entry = _Entry(self.pending.pop(0))
-            self.serve(t, dirty_from=self._enqueue(entry))
         for _ in range(MAX_INSTANTS):
             nxt = self.next_instant(t)
             if nxt is None:
@@ -626,7 +648,7 @@ class _Simulation:
 
     def _never(self, entry: _Entry, t: datetime) -> None:
         change = entry.change
-        why = entry.why or "the GPUs are never free for its whole period"
+        why = self._why_of(entry) or "the GPUs are never free for its whole period"
         if not change.flexible_start and change.kind != "extension":
             why = f"{why}; it needs them until {when(change.end)}"
         self._settle(change, "failed", None, reason=f"not on known capacity: {why}")
