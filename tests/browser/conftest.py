@@ -9,6 +9,7 @@ test database, so tests here use the transactional database (data is committed, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -95,7 +96,7 @@ class Visit:
 @dataclass
 class Browse:
     """A browser context (one persona, one viewport) and the page it drives. `visit` loads a URL,
-    waits for it, takes a screenshot and records console errors; `problems` collects them."""
+    waits for it and takes a screenshot; console errors of every page land in `errors()`."""
 
     context: object
     page: object
@@ -133,10 +134,11 @@ def shots_dir(request):
 
 
 @pytest.fixture
-def browse(chromium, live_server, shots_dir, transactional_db):
-    """browse(user=None, width=DESKTOP) -> Browse: a context signed in as `user` (by session
-    cookie; the sign-in form has its own test) at the given viewport."""
-    contexts = []
+def browse(request, chromium, live_server, shots_dir, transactional_db):
+    """browse(user=None, viewport=DESKTOP, label=None) -> Browse: a context signed in as `user`
+    (by session cookie; the sign-in form has its own test) at the given viewport. When the test
+    fails, each open page is screenshotted once more as it was at the failure."""
+    sessions = []
     counter = [0]  # screenshots of one test are numbered in the order they were taken
 
     def make(user=None, viewport=DESKTOP, label=None) -> Browse:
@@ -171,9 +173,21 @@ def browse(chromium, live_server, shots_dir, transactional_db):
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: session.console_errors.append(f"{page.url}: {exc}"))
-        contexts.append(context)
+        sessions.append(session)
         return session
 
     yield make
-    for context in contexts:
-        context.close()
+    report = getattr(request.node, "rep_call", None)
+    for session in sessions:
+        if report is not None and report.failed:
+            with contextlib.suppress(Exception):  # the page may be gone; the report matters more
+                session.shot("at failure")
+        session.context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report
