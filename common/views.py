@@ -147,3 +147,10 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("select 1")
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request, exception=None):
+    """404 for every URL: JSON under /api/ (the API's error shape), the app's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "errors": {}}, status=404)
+    return render(request, "404.html", status=404)

@@ -35,3 +35,5 @@ urlpatterns = [
         name="api-docs",
     ),
 ]
+
+handler404 = "common.views.not_found"

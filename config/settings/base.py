@@ -243,6 +243,11 @@ SPECTACULAR_SETTINGS = {
         "RequestKindEnum": "requests_app.models.ComputeRequest.Kind",
         "CapacityChangeKindEnum": "allocator.models.CapacityChange.Kind",
     },
+    # Every endpoint's error answers (400/403/404/409/413/415/422/429), see common/schema.py.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.document_error_responses",
+    ],
 }
 
 # --- Product settings (PRODUCT.md sections 3 and 4) ---

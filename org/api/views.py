@@ -44,10 +44,10 @@ ERRORS = {
 }
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^\S(.*\S)?$"},
     OpenApiParameter.HEADER,
     required=False,
-    description="Send the same key again and the call has the effect of one.",
+    description="1 to 255 characters. Send the same key again and the call has the effect of one.",
 )
 NOT_FOUND = {404: OpenApiResponse(ApiErrorSerializer, description="No such object for you.")}
 

@@ -377,11 +377,12 @@ def test_bad_token_refused(api, requester):
 
 
 def test_token_throttled(api, requester, ip):
+    # different usernames: django-axes would lock one username out after 5 (test_session.py)
     statuses = [
         api.post(
-            "/api/v1/auth/token/", {"username": "rita", "password": "wrong"}, REMOTE_ADDR=ip
+            "/api/v1/auth/token/", {"username": f"rita{i}", "password": "wrong"}, REMOTE_ADDR=ip
         ).status_code
-        for _ in range(12)
+        for i in range(12)
     ]
     assert statuses[:10] == [400] * 10
     assert statuses[10:] == [429, 429]

@@ -912,6 +912,11 @@ QUERIES = [
     "confidential=maybe",
     "team=1.5",
     "unread=maybe",
+    # Python takes UTC offsets up to 23:59, PostgreSQL only up to 15:59.
+    "since=2027-01-01T10:00:00%2B23:19",
+    "until=0306-07-06T14:47:43.1-23:59",
+    "active_at=2027-01-01T10:00:00%2B20:00",
+    "effective_before=2027-01-01T10:00:00-18:00",
 ]
 
 
@@ -973,3 +978,28 @@ def test_extension_until_year_9999_is_answered_without_error(api, world):
     )
     count_5xx(response)
     assert response.status_code in (201, 400)
+
+
+def test_extreme_utc_offsets_are_stored_in_utc(api, client, world):
+    """A UTC offset PostgreSQL does not take (+23:19) is still a valid time: it is filed, in UTC,
+    through the API and the form alike, never a 500."""
+    when = "2030-01-01T10:00:00+23:19"
+    response = send(
+        api(world["requester"]),
+        "post",
+        "/api/v1/requests/",
+        _create(world, start=when, end="2030-02-01T10:00:00-23:00"),
+    )
+    count_5xx(response)
+    assert response.status_code == 201, response.content
+    assert response.json()["start"] == "2029-12-31T10:41:00Z"
+    client.force_login(world["requester"])
+    response = client.post(
+        reverse("requests:create"), _request_form(world, start=when, end="2030-02-01T10:00+20:00")
+    )
+    count_5xx(response)
+    assert response.status_code == 302
+    response = client.post(
+        reverse("allocator:ops-capacity"), _cap_form(world, effective_at="2030-01-01T10:00+23:00")
+    )
+    assert response.status_code == 403 or response.status_code < 500

@@ -1,0 +1,64 @@
+"""drf-spectacular postprocessing: document the error answers every endpoint can give, so the
+OpenAPI schema tells clients (and Schemathesis) the truth without repeating it on each view.
+
+- every operation: 403 (not signed in, or not allowed, with the reason);
+- lists: 400 (a filter value that is not valid) and 404 (a page past the end);
+- operations on one object: 404 (no such object for you);
+- writes: 400 (invalid input, by field), 404, 409 (the object's state does not allow it, or an
+  Idempotency-Key still in progress), 413 (body too large), 415 (not JSON), 422 (an
+  Idempotency-Key reused for another request) and 429 (throttled).
+All of them have the JSON shape of common/api.py: {"detail": ..., "errors": {field: [...]}}."""
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "required": ["detail", "errors"],
+}
+
+DESCRIPTIONS = {
+    "400": "Invalid input, with a message per field; nothing changed.",
+    "403": "Not signed in, or not allowed (the reason is in `detail`).",
+    "404": "No such object for you (or a page past the end).",
+    "409": "The object's state does not allow this now; nothing changed.",
+    "413": "The request body is too large.",
+    "415": "The body is not JSON.",
+    "422": "This Idempotency-Key was used for a different request.",
+    "429": "Too many calls; retry after the Retry-After header's seconds.",
+}
+WRITE = ("post", "put", "patch", "delete")
+
+
+def document_error_responses(result, generator, request, public):
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ApiError", ERROR_SCHEMA)
+    ref = {"$ref": "#/components/schemas/ApiError"}
+    for path, operations in result.get("paths", {}).items():
+        one_object = "{" in path
+        for method, operation in operations.items():
+            if method not in (*WRITE, "get"):
+                continue
+            codes = []
+            if operation.get("security") != [{}] and operation.get("security", [None]) != []:
+                codes.append("403")
+            if method == "get":
+                codes.append("404")
+                if not one_object:
+                    codes.append("400")
+            else:
+                codes += ["400", "404", "409", "413", "415", "422", "429"]
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(
+                    code,
+                    {
+                        "description": DESCRIPTIONS[code],
+                        "content": {"application/json": {"schema": ref}},
+                    },
+                )
+    return result
