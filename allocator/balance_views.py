@@ -11,7 +11,8 @@ from django.views.decorators.http import require_http_methods
 
 from org.roles import roles_of
 
-from .shares import MAX_SHARE_INPUT, balance, division_share_set
+from .models import Pool
+from .shares import MAX_SHARE_INPUT, balance, division_share_set, share_whatif
 
 ID_MAX = 2**63 - 1
 
@@ -74,6 +75,7 @@ def balance_page(request):
                     messages.warning(request, warning)
                 return redirect("allocator:balance")
     pools = balance()
+    whatif, whatif_errors, whatif_pool = _whatif(request, pools)
     bad_row = _row_of(form)
     if bad_row is not None and not any(
         (r.division.pk, r.pool.pk) == bad_row for pb in pools for r in pb.rows
@@ -88,6 +90,60 @@ def balance_page(request):
             "bad_division": bad_row[0] if bad_row else None,
             "bad_pool": bad_row[1] if bad_row else None,
             "top_errors": form is not None and bool(form.errors) and bad_row is None,
+            "whatif": whatif,
+            "whatif_errors": whatif_errors,
+            "whatif_pool": whatif_pool,
+            "whatif_inputs": _whatif_inputs(request, pools, whatif_pool, whatif_errors),
         },
         status=400 if form is not None and form.errors else 200,
     )
+
+
+def _whatif(request, pools):
+    """The what-if GET form (nothing is saved): `whatif=<pool id>` and `share-<division id>=<GPUs>`
+    for the candidate shares. Returns (result or None, errors {division id: message}, pool id)."""
+    raw = request.GET.get("whatif")
+    if not raw or request.method != "GET":
+        return None, {}, None
+    try:
+        pool_id = int(raw)
+    except ValueError:
+        return None, {}, None
+    pool = next((pb.pool for pb in pools if pb.pool.pk == pool_id), None)
+    if pool is None:
+        pool = Pool.objects.filter(pk=pool_id).first()
+    if pool is None:
+        return None, {}, None
+    candidate, errors = {}, {}
+    for key, value in request.GET.items():
+        if not key.startswith("share-"):
+            continue
+        try:
+            division_id = int(key.removeprefix("share-"))
+        except ValueError:
+            continue
+        text = value.strip()
+        if not text:
+            continue
+        if not text.isdigit() or len(text) > 12:
+            errors[division_id] = "Enter a whole number of GPUs, 0 or more."
+        elif int(text) > MAX_SHARE_INPUT:
+            errors[division_id] = "That is more GPUs than any pool holds."
+        else:
+            candidate[division_id] = int(text)
+    if errors:
+        return None, errors, pool.pk
+    return share_whatif(pool=pool, candidate=candidate), {}, pool.pk
+
+
+def _whatif_inputs(request, pools, pool_id, errors) -> list[dict]:
+    """The what-if form's inputs for the pool tried: what was typed, and its error."""
+    rows = next((pb.rows for pb in pools if pb.pool.pk == pool_id), [])
+    return [
+        {
+            "division": row.division,
+            "value": request.GET.get(f"share-{row.division.pk}", row.share),
+            "error": errors.get(row.division.pk),
+        }
+        for row in rows
+    ]

@@ -35,6 +35,7 @@ instant holds exactly what its reservation held, so nothing behind it moves).
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -380,7 +381,7 @@ class _Simulation:
         demand, problem = demand_for(change, t, self.allocations, horizon=self.flex_horizon)
         if problem:
             if entry.why_on is not None:  # it waited: say what it waited for
-                problem = f"not served: {self._why_of(entry)}"
+                problem = f"not within the horizon: {self._why_of(entry)}"
             self._settle(change, "failed", t, reason=problem)
             return "failed", None
         start = fit_start(timeline, demand)
@@ -651,7 +652,7 @@ class _Simulation:
         why = self._why_of(entry) or "the GPUs are never free for its whole period"
         if not change.flexible_start and change.kind != "extension":
             why = f"{why}; it needs them until {when(change.end)}"
-        self._settle(change, "failed", None, reason=f"not on known capacity: {why}")
+        self._settle(change, "failed", None, reason=f"not within the horizon: {why}")
 
     # Reasons in words.
 
@@ -681,9 +682,9 @@ class _Simulation:
                 continue
             if o.decided_at == self.now:
                 reason = (
-                    "now: the GPUs are free for the whole period"
+                    "as the GPUs are free now for its whole period"
                     if o.start <= self.now + timedelta(minutes=1)
-                    else f"now, for a start on {when(o.start)} when the GPUs are free"
+                    else "as the GPUs are free from then for its whole period"
                 )
             else:
                 events = self.notes.get(o.decided_at, []) + ends.get(o.decided_at, [])
@@ -702,3 +703,247 @@ def forecast_pools(pool_ids: Iterable[int], *, now: datetime | None = None) -> d
     """Forecasts of the given pools, computed now (six queries, then memory)."""
     now = now or timezone.now()
     return {pid: simulate(state, now=now) for pid, state in load_pools(pool_ids, now=now).items()}
+
+
+# --- cached per pool, for pages and the API --------------------------------------------------
+
+CACHE_SECONDS = 60  # time passing alone changes a forecast little; any write changes the key
+
+
+def pool_versions(pool_ids: Iterable[int]) -> dict[int, str]:
+    """A token per pool that changes on any write a forecast reads: the ledger (every grant,
+    extension, release, reclaim, transfer, expiry), the waiting and pending changes, capacity
+    changes, scheduled reclaims and shares. One query for any number of pools."""
+    ids = sorted(set(pool_ids))
+    if not ids:
+        return {}
+    from django.db import connection
+
+    live = [Status.WAITING, Status.PENDING]
+    sql = """
+        SELECT p.id, p.created_at,
+          (SELECT coalesce(max(l.id), 0) FROM allocator_ledgerentry l
+             JOIN allocator_allocation a ON a.id = l.allocation_id WHERE a.pool_id = p.id),
+          (SELECT coalesce(sum(c.id), 0) || '.' || count(*) FROM allocator_allocationchange c
+             WHERE c.pool_id = p.id AND c.status = ANY(%s)),
+          (SELECT coalesce(sum(k.id), 0) FROM allocator_capacitychange k WHERE k.pool_id = p.id),
+          (SELECT coalesce(sum(r.id), 0) || '.' || count(*) FROM allocator_reclaim r
+             JOIN allocator_allocation a ON a.id = r.allocation_id
+             WHERE a.pool_id = p.id AND r.status = 'scheduled'),
+          (SELECT coalesce(string_agg(s.division_id || ':' || s.gpus, ',' ORDER BY s.id), '')
+             FROM allocator_divisionshare s WHERE s.pool_id = p.id)
+        FROM allocator_pool p WHERE p.id = ANY(%s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [live, ids])
+        return {row[0]: "|".join(str(v) for v in row[1:]) for row in cursor.fetchall()}
+
+
+def outcomes_for_pools(
+    pool_ids: Iterable[int], *, now: datetime | None = None
+) -> dict[int, dict[int, Outcome]]:
+    """{pool id: {change id: Outcome}} for the given pools: from Django's cache when the pool
+    has not changed (one query for the versions), else simulated (six more queries for all the
+    pools that missed) and cached."""
+    from django.core.cache import cache
+
+    now = now or timezone.now()
+    versions = pool_versions(pool_ids)
+    keys = {
+        pid: f"forecast:{pid}:{hashlib.sha1(v.encode()).hexdigest()}" for pid, v in versions.items()
+    }
+    cached = cache.get_many(list(keys.values()))
+    result = {pid: cached[key] for pid, key in keys.items() if key in cached}
+    missing = [pid for pid in keys if pid not in result]
+    if missing:
+        fresh = {pid: f.outcomes for pid, f in forecast_pools(missing, now=now).items()}
+        cache.set_many({keys[pid]: out for pid, out in fresh.items()}, CACHE_SECONDS)
+        result.update(fresh)
+    return result
+
+
+# --- reclaim suggestions for compute ops ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReclaimStep:
+    allocation_id: int
+    label: str
+    gpus: int
+    keep: int  # GPUs it would keep (0: all go back)
+    why: str  # why this one: winding down, ends soon, low priority
+
+
+@dataclass(frozen=True)
+class ReclaimSuggestion:
+    change_id: int
+    request_id: int | None
+    pool_id: int
+    pool_name: str
+    label: str
+    gpus: int
+    priority: int
+    start_by: datetime
+    steps: list[ReclaimStep]
+    note: str
+
+
+_STATE_ORDER = {"ended": 0, "winding_down": 1, "active": 2}
+
+
+def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list[ReclaimSuggestion]:
+    """For the first waiting urgent or high-priority requests: the least-harm set of reclaims
+    that would let each start by the earliest date a reclaim can take effect (now plus the
+    notice period, RECLAIM_NOTICE_HOURS) or its own start if later, on the pool alone (a
+    transfer places it ahead of the queue). Least harm: projects that are ended or winding down
+    first, then the nearest expected end, then the lowest priority; unneeded picks are dropped
+    and the last one only shrinks by what is missing. Suggestions only — ops decides. Four
+    queries."""
+    from .models import Priority
+
+    now = now or timezone.now()
+    notice = timedelta(hours=settings.ALLOTMENT["RECLAIM_NOTICE_HOURS"])
+    effective = now + notice
+    urgent = list(
+        AllocationChange.objects.filter(status=Status.WAITING, priority__gte=Priority.HIGH)
+        .exclude(kind=AllocationChange.Kind.EXTENSION)
+        .select_related("pool", "project")
+        .order_by("-priority", "approved_at", "id")[:limit]
+    )
+    if not urgent:
+        return []
+    pool_ids = {c.pool_id for c in urgent}
+    capacity: dict[int, list] = defaultdict(list)
+    for pool_id, at, delta in CapacityChange.objects.filter(pool_id__in=pool_ids).values_list(
+        "pool_id", "effective_at", "delta"
+    ):
+        capacity[pool_id].append((at, delta))
+    held: dict[int, list] = defaultdict(list)
+    for row in (
+        Allocation.objects.filter(pool_id__in=pool_ids, state__in=HOLDING_STATES, end__gt=now)
+        .order_by()
+        .values_list(
+            "id",
+            "pool_id",
+            "project_id",
+            "project__name",
+            "project__confidential",
+            "project__state",
+            "project__expected_end",
+            "change__priority",
+            "gpus",
+            "start",
+            "end",
+            "state",
+        )
+    ):
+        held[row[1]].append(row)
+    requests = dict(
+        AllocationChange.objects.filter(pk__in=[c.pk for c in urgent]).values_list(
+            "pk", "request__id"
+        )
+    )
+    out = []
+    for change in urgent:
+        rows = held[change.pool_id]
+        timeline = Timeline(now, capacity[change.pool_id], [Span(r[9], r[10], r[8]) for r in rows])
+        start = max(change.start, effective)
+        end = change.end if not change.flexible_start else start + (change.end - change.start)
+        suggestion = dict(
+            change_id=change.pk,
+            request_id=requests.get(change.pk),
+            pool_id=change.pool_id,
+            pool_name=change.pool.name,
+            label=_label(change.project.name, change.project.confidential),
+            gpus=change.gpus,
+            priority=change.priority,
+            start_by=start,
+        )
+        if end <= start:
+            continue
+        if timeline.fits(change.gpus, start, end):
+            out.append(
+                ReclaimSuggestion(
+                    **suggestion,
+                    steps=[],
+                    note="The pool alone has the GPUs from then: a transfer naming this "
+                    "request (of a few GPUs) would place it ahead of the queue, or it waits "
+                    "for requests ahead of it.",
+                )
+            )
+            continue
+        candidates = sorted(
+            (
+                r
+                for r in rows
+                if r[11] == Allocation.State.ACTIVE
+                and r[2] != change.project_id
+                and r[9] < end
+                and r[10] > start
+            ),
+            key=lambda r: (
+                _STATE_ORDER.get(r[5], 3),
+                r[6] or datetime.max.date(),
+                r[7] if r[7] is not None else 0,
+                -r[8],
+                r[0],
+            ),
+        )
+
+        def freed(chosen, tl=timeline):
+            for r in chosen:
+                tl = tl.with_span(Span(max(r[9], effective), r[10], -r[8]))
+            return tl
+
+        chosen = []
+        for r in candidates:
+            if freed(chosen).fits(change.gpus, start, end):
+                break
+            short = freed(chosen).shortfall(change.gpus, start, end)
+            if short is not None and r[9] <= short.at < r[10]:
+                chosen.append(r)
+        if not freed(chosen).fits(change.gpus, start, end):
+            out.append(
+                ReclaimSuggestion(
+                    **suggestion,
+                    steps=[],
+                    note="No set of reclaims frees enough GPUs for its whole period.",
+                )
+            )
+            continue
+        for r in list(reversed(chosen)):  # drop picks that turned out unneeded
+            rest = [c for c in chosen if c is not r]
+            if freed(rest).fits(change.gpus, start, end):
+                chosen = rest
+        steps = []
+        for r in chosen:
+            rest = [c for c in chosen if c is not r]
+            without = freed(rest)
+            missing = max(
+                [0, *(change.gpus - s.free for s in without.window(start, end) if s.at < r[10])]
+            )
+            take = min(r[8], missing) if r is chosen[-1] else r[8]
+            reasons = []
+            if r[5] in ("ended", "winding_down"):
+                reasons.append(f"project {r[5].replace('_', ' ')}")
+            if r[6] is not None:
+                reasons.append(f"expected to end {r[6]:%d %b %Y}")
+            if r[7] is not None:
+                reasons.append(f"{Priority(r[7]).label} priority")
+            steps.append(
+                ReclaimStep(
+                    allocation_id=r[0],
+                    label=_label(r[3], r[4]),
+                    gpus=r[8],
+                    keep=r[8] - take,
+                    why=", ".join(reasons),
+                )
+            )
+        out.append(
+            ReclaimSuggestion(
+                **suggestion,
+                steps=steps,
+                note=f"Effective {when(effective)} at the earliest (the notice period).",
+            )
+        )
+    return out

@@ -70,7 +70,17 @@ def _require_ops(request):
         raise Http404
 
 
-def _ops_context(**forms):
+def _prefill(request) -> TransferForm | None:
+    """A suggestion's link pre-fills the transfer form (GET, nothing happens until ops submit)."""
+    if request is None or "transfer-allocation" not in request.GET:
+        return None
+    keys = ("allocation", "new_gpus", "to_change", "reason")
+    return TransferForm(initial={k: request.GET.get(f"transfer-{k}", "") for k in keys})
+
+
+def _ops_context(request=None, **forms):
+    from .forecast import reclaim_suggestions
+
     failed = (
         AllocationChange.objects.filter(status=AllocationChange.Status.FAILED)
         .select_related("pool", "project")
@@ -81,7 +91,8 @@ def _ops_context(**forms):
         "failed": failed,
         "capacity_form": forms.get("capacity_form") or CapacityChangeForm(),
         "reclaim_form": forms.get("reclaim_form") or ReclaimForm(),
-        "transfer_form": forms.get("transfer_form") or TransferForm(),
+        "transfer_form": forms.get("transfer_form") or _prefill(request) or TransferForm(),
+        "suggestions": reclaim_suggestions(),
         "pools": selectors.pools_status(),
         "settings_notice": settings.ALLOTMENT["RECLAIM_NOTICE_HOURS"],
     }
@@ -90,7 +101,7 @@ def _ops_context(**forms):
 @login_required
 def ops_console(request):
     _require_ops(request)
-    return render(request, "allocator/ops.html", _ops_context())
+    return render(request, "allocator/ops.html", _ops_context(request))
 
 
 def _ops_invalid(request, **forms):

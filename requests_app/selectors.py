@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import django_filters
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -198,7 +198,11 @@ class ShareEffect:
 
 def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEffect]:
     """What approving each request would do to its division's holding of its pool, in three
-    queries for any number of requests (the same rule as allocator.selectors.share_check)."""
+    queries for any number of requests. The rule is allocator.selectors.share_check_on — the one
+    the engine applies — over the same holdings (allocations that hold GPUs: not released or
+    reclaimed ones)."""
+    from allocator.selectors import holding_allocations, share_check_on
+
     requests = list(requests)
     if not requests:
         return {}
@@ -212,9 +216,11 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     ):
         changes[pool_id].append((at, delta))
     spans = defaultdict(list)
-    for pool_id, division_id, start, end, gpus in Allocation.objects.filter(
-        pool_id__in=pool_ids, end__gt=origin, project__team__division_id__in=division_ids
-    ).values_list("pool_id", "project__team__division_id", "start", "end", "gpus"):
+    for pool_id, division_id, start, end, gpus in (
+        holding_allocations()
+        .filter(pool_id__in=pool_ids, end__gt=origin, project__team__division_id__in=division_ids)
+        .values_list("pool_id", "project__team__division_id", "start", "end", "gpus")
+    ):
         spans[pool_id, division_id].append(Span(start, end, gpus))
     shares = {
         (p, d): g
@@ -226,15 +232,219 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     for r in requests:
         division = r.project.team.division
         key = (r.pool_id, division.pk)
-        start = min(r.start, now)
-        timeline = Timeline(start, changes[r.pool_id], spans[key])
-        peak = max(timeline.window(r.start, r.end), key=lambda s: s.held)
+        timeline = Timeline(min(r.start, now), changes[r.pool_id], spans[key])
+        check = share_check_on(
+            timeline,
+            division_id=division.pk,
+            share=shares.get(key, 0),
+            gpus=r.gpus,
+            start=r.start,
+            end=r.end,
+        )
         effects[r.pk] = ShareEffect(
             division=division.name,
             pool=r.pool.name,
-            share=shares.get(key, 0),
-            capacity=peak.capacity,
-            peak_now=peak.held,
-            peak_after=peak.held + r.gpus,
+            share=check.share,
+            capacity=check.capacity_at_peak,
+            peak_now=check.peak_after - r.gpus,
+            peak_after=check.peak_after,
         )
     return effects
+
+
+# --- Forecast: when will it be served? ---
+
+
+@dataclass(frozen=True)
+class RequestForecast:
+    start: datetime | None  # the expected start of its allocation, or None
+    reason: str  # in words, with the event that makes it fit or why it will not
+    outcome: str  # "allocated", "review", "failed" or "scheduled" (allocated, starts later)
+
+    assumptions = "Assumes no new approvals and no early releases."
+
+
+def _forecast_words(o) -> tuple[datetime | None, str]:
+    from allocator.forecast import when
+
+    if o.kind == "allocated":
+        return o.start, f"Expected to start {when(o.start)}, {o.reason}."
+    if o.kind == "review":
+        return None, f"Expected to be {o.reason}."
+    return None, f"{o.reason[0].upper()}{o.reason[1:]}."
+
+
+def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, RequestForecast]:
+    """request id -> its forecast, for the approved ones not yet holding their GPUs: waiting or
+    approved (from the pool's forecast, allocator/forecast.py, cached per pool version), and
+    allocated ones whose allocation starts later. A bounded number of queries for any number of
+    requests: pool versions, then for pools not in the cache the forecast's own six."""
+    from allocator.forecast import outcomes_for_pools, when
+
+    now = now or timezone.now()
+    live = [
+        r
+        for r in requests
+        if r.change_id and r.status in (Status.WAITING, Status.APPROVED) and r.change is not None
+    ]
+    result: dict[int, RequestForecast] = {}
+    if live:
+        outcomes = outcomes_for_pools({r.pool_id for r in live}, now=now)
+        for r in live:
+            o = outcomes.get(r.pool_id, {}).get(r.change_id)
+            if o is None:
+                continue
+            start, words = _forecast_words(o)
+            result[r.pk] = RequestForecast(start=start, reason=words, outcome=o.kind)
+    allocated = [
+        r
+        for r in requests
+        if r.status == Status.ALLOCATED and r.change_id and r.change.allocation_id is not None
+    ]
+    if allocated:
+        starts = dict(
+            Allocation.objects.filter(
+                pk__in=[r.change.allocation_id for r in allocated], start__gt=now
+            ).values_list("pk", "start")
+        )
+        for r in allocated:
+            start = starts.get(r.change.allocation_id)
+            if start is not None:
+                result[r.pk] = RequestForecast(
+                    start=start,
+                    reason=f"Allocated: its GPUs are held for it from {when(start)}.",
+                    outcome="scheduled",
+                )
+    return result
+
+
+# --- Impact preview: what approving would do ---
+
+
+@dataclass(frozen=True)
+class Delay:
+    request_id: int | None  # None when the viewer may not see it
+    label: str
+    before: datetime | None  # its forecast start without the request
+    after: datetime | None  # ... and with it (None: no longer served within the horizon)
+
+    @property
+    def by(self):
+        if self.before is None or self.after is None:
+            return None
+        return self.after - self.before
+
+    @property
+    def by_words(self) -> str:
+        """ "by 3 days", or "beyond the horizon" when it would no longer be served."""
+        from allocator.forecast import _days
+
+        by = self.by
+        return "beyond the horizon" if by is None else f"by {_days(by)}"
+
+
+@dataclass(frozen=True)
+class ApprovalImpact:
+    effect: ShareEffect | None
+    outcome: str  # "at_once", "later", "waits", "review", "never"
+    start: datetime | None
+    sentence: str
+    delays: list[Delay]
+
+    assumptions = "Assumes no new approvals and no early releases."
+
+
+def _impact_sentence(outcome, now) -> tuple[str, str]:
+    from allocator.forecast import when
+
+    if outcome.kind == "allocated" and outcome.decided_at == now:
+        if outcome.start <= now + timedelta(minutes=1):
+            return "at_once", "It would be allocated at once."
+        return "later", f"It would be allocated at once, from {when(outcome.start)}."
+    if outcome.kind == "allocated":
+        return "waits", (f"It would wait, then start {when(outcome.start)}, {outcome.reason}.")
+    if outcome.kind == "review":
+        return "review", f"At apply time it would be {outcome.reason}."
+    return "never", f"It would wait: {outcome.reason}."
+
+
+def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int, ApprovalImpact]:
+    """For requests awaiting a decision: the division's share before and after (share_effects),
+    whether approving now would allocate it at once, from a later date, or leave it waiting —
+    and which waiting requests it would delay and by how much. Simulates each request's pool
+    with and without it (allocator/forecast.py). Queries: share effects (3), the pools' rows
+    (6), the delayed requests visible to the user (2), whatever the number of requests."""
+    from allocator import forecast
+    from allocator.models import Priority
+
+    requests = [
+        r
+        for r in requests
+        if r.status in (Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE, Status.CHANGES_REQUESTED)
+    ]
+    if not requests:
+        return {}
+    now = now or timezone.now()
+    effects = share_effects(requests, now=now)
+    states = forecast.load_pools({r.pool_id for r in requests}, now=now)
+    baseline = {pid: forecast.simulate(state, now=now) for pid, state in states.items()}
+    impacts: dict[int, tuple] = {}
+    delayed_changes: set[int] = set()
+    for r in requests:
+        state = states[r.pool_id]
+        key = -r.pk  # not a change id: changes have positive ids
+        division = r.project.team.division
+        extra = forecast.SimChange(
+            pk=key,
+            priority=int(Priority[r.priority.upper()]),
+            approved_at=now,
+            kind=r.kind,
+            target_allocation_id=r.target_allocation_id,
+            gpus=r.gpus,
+            start=r.start,
+            end=r.end,
+            flexible_start=r.flexible_start,
+            executive_reviewed=r.needs_executive,
+            division_id=division.pk,
+            label=forecast._label(r.project.name, r.project.confidential),
+            status="pending",
+            division_name=division.name,
+        )
+        with_it = forecast.simulate(state.with_changes(extra=[extra]), now=now)
+        before = baseline[r.pool_id]
+        delays = []
+        for change_id, o in before.outcomes.items():
+            after = with_it.outcomes.get(change_id)
+            if o.kind != "allocated" or after is None:
+                continue
+            if after.kind != "allocated" or after.start > o.start:
+                delays.append((change_id, o.start, after.start if after.allocated else None))
+        delays.sort(key=lambda d: (d[2] is not None, d[1]))
+        delayed_changes.update(d[0] for d in delays)
+        impacts[r.pk] = (with_it.outcomes[key], delays)
+    visible = dict(
+        requests_visible_to(user)
+        .filter(change_id__in=delayed_changes)
+        .values_list("change_id", "pk")
+    )
+    labels = {c.pk: c.label for s in states.values() for c in s.changes if c.pk in delayed_changes}
+    result = {}
+    for r in requests:
+        outcome, delays = impacts[r.pk]
+        kind, sentence = _impact_sentence(outcome, now)
+        result[r.pk] = ApprovalImpact(
+            effect=effects.get(r.pk),
+            outcome=kind,
+            start=outcome.start,
+            sentence=sentence,
+            delays=[
+                Delay(
+                    request_id=visible.get(cid),
+                    label=labels.get(cid, "a request") if cid in visible else "a request",
+                    before=b,
+                    after=a,
+                )
+                for cid, b, a in delays
+            ],
+        )
+    return result

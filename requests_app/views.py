@@ -39,6 +39,9 @@ def request_list(request):
     )
     queryset = filterset.qs if filterset.is_bound else filterset.queryset
     page, query = _page(request, queryset.order_by("-created_at", "-id"))
+    forecasts = selectors.forecasts_for(page.object_list)
+    for r in page.object_list:
+        r.forecast = forecasts.get(r.pk)
     return render(
         request,
         "requests_app/list.html",
@@ -54,19 +57,25 @@ def request_list(request):
 
 def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
     steps = list(req.steps.all())
+    decide_verdict = policies.can_decide(request.user, req, steps=steps)
+    impact = (
+        selectors.approval_impacts([req], user=request.user).get(req.pk) if decide_verdict else None
+    )
     return {
         "req": req,
         "steps": steps,
         "events": list(selectors.request_audit_events(req)),
         "queue_position": selectors.queue_positions_for([req]).get(req.pk),
         "can": policies.available_actions(request.user, req, steps=steps),
-        "decide_verdict": policies.can_decide(request.user, req, steps=steps),
+        "decide_verdict": decide_verdict,
+        "impact": impact,
         "stage": policies.current_stage(req),
         "decision_form": decision_form or DecisionForm(),
         "withdraw_form": withdraw_form or WithdrawForm(),
         "allocation_id": req.change.allocation_id
         if req.change_id and req.change.status == "applied"
         else None,
+        "forecast": selectors.forecasts_for([req]).get(req.pk),
     }
 
 
@@ -250,9 +259,17 @@ def request_decide(request, pk):
 def approvals_inbox(request):
     page, query = _page(request, selectors.inbox_for(request.user))
     rows = list(page.object_list)
-    effects = selectors.share_effects(rows)
     now = timezone.now()
-    items = [{"req": r, "age": now - r.waiting_since, "effect": effects.get(r.pk)} for r in rows]
+    impacts = selectors.approval_impacts(rows, user=request.user, now=now)
+    items = [
+        {
+            "req": r,
+            "age": now - r.waiting_since,
+            "effect": impacts[r.pk].effect if r.pk in impacts else None,
+            "impact": impacts.get(r.pk),
+        }
+        for r in rows
+    ]
     return render(
         request, "requests_app/inbox.html", {"page": page, "query": query, "items": items}
     )

@@ -2,6 +2,7 @@
 parse types; the rules (own teams' projects, capacity, dates, justification) live in
 services.request_clean so the form and the API give the same answers."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
@@ -48,6 +49,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
     steps = StepSerializer(many=True, read_only=True)
     allocation = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
+    forecast_start = serializers.SerializerMethodField()
+    forecast_reason = serializers.SerializerMethodField()
     project_name = serializers.CharField(source="project.name")
     pool_name = serializers.CharField(source="pool.name")
     requester_name = serializers.CharField(source="requester.get_username")
@@ -77,6 +80,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
             "executive_reasons",
             "allocation",
             "queue_position",
+            "forecast_start",
+            "forecast_reason",
             "requester",
             "requester_name",
             "created_at",
@@ -93,3 +98,37 @@ class RequestOutputSerializer(serializers.ModelSerializer):
 
     def get_queue_position(self, obj) -> int | None:
         return self.context.get("queue_positions", {}).get(obj.pk)
+
+    @extend_schema_field(
+        {
+            "type": "string",
+            "format": "date-time",
+            "nullable": True,
+            "description": "When the request is expected to get its GPUs: for a waiting or "
+            "approved request, the start the engine's own rules give it (allocator/forecast.py), "
+            "assuming no new approvals and no early releases; for an allocated one whose "
+            "allocation starts later, that start. Null otherwise, or when it will not be served "
+            "within the horizon (see forecast_reason).",
+        }
+    )
+    def get_forecast_start(self, obj):
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        if forecast is None or forecast.start is None:
+            return None
+        return serializers.DateTimeField().to_representation(forecast.start)
+
+    @extend_schema_field(
+        {
+            "type": "string",
+            "nullable": True,
+            "description": "The forecast in words: the event that makes it fit (an allocation "
+            "ending, an arrival, a reclaim), or why it will not be served within the horizon, "
+            "or that it would be sent to executive review. Null when there is nothing to "
+            "forecast (drafts, decided or finished requests).",
+        }
+    )
+    def get_forecast_reason(self, obj) -> str | None:
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        if forecast is None:
+            return None
+        return f"{forecast.reason} {forecast.assumptions}"

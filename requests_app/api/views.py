@@ -46,7 +46,10 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
 
     @staticmethod
     def _positions(requests):
-        return {"queue_positions": selectors.queue_positions_for(requests)}
+        return {
+            "queue_positions": selectors.queue_positions_for(requests),
+            "forecasts": selectors.forecasts_for(requests),
+        }
 
     def handle_exception(self, exc):
         # A service's Conflict (the request's state moved on) is a 409; NotAllowed is a

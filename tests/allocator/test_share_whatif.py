@@ -1,0 +1,67 @@
+"""What-if shares on the balance page (issue 8): executives try candidate shares (GET, nothing
+saved) and see each division's holding against them, the allocations standing above them, and
+which waiting requests would start earlier or later (the share rule at apply time decides who
+goes to executive review)."""
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from allocator import services
+from allocator.models import DivisionShare
+from tests import factories
+from tests.factories import in_days
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    cache.clear()
+
+
+@pytest.fixture
+def scene(make_change, pool, project, research_share):
+    """Research holds 40 of 64 GPUs until day 5; 32 more wait from day 1 (start day 5)."""
+    held = factories.AllocationFactory(pool=pool, project=project, gpus=40, end=in_days(5))
+    change = make_change(gpus=32, start=in_days(1), end=in_days(20))
+    services.allocation_change_apply(change_id=change.pk)
+    return held, change
+
+
+def _try(client, pool, division, gpus):
+    url = reverse("allocator:balance")
+    return client.get(url, {"whatif": pool.pk, f"share-{division.pk}": gpus})
+
+
+def test_lower_share_sends_the_waiting_request_to_review(client, executive, pool, research, scene):
+    held, change = scene
+    client.force_login(executive)
+    # when Research's share of 30 is tried
+    response = _try(client, pool, research, "30")
+    text = response.content.decode()
+    # then: over by 10 now, the 40-GPU allocation is listed, the waiting one would go to review
+    assert response.status_code == 200
+    assert "With these shares" in text and "over by 10" in text
+    assert f"allocation #{held.pk}" in text
+    assert f"change #{change.pk}" in text and "sent to executive review at apply time" in text
+    # and nothing was saved
+    assert DivisionShare.objects.get(division=research, pool=pool).gpus == 64
+
+
+def test_same_shares_move_no_one(client, executive, pool, research, scene):
+    client.force_login(executive)
+    text = _try(client, pool, research, "64").content.decode()
+    assert "No waiting request would start earlier or later." in text
+
+
+@pytest.mark.parametrize("bad", ["abc", "-3", "1.5", "9999999999999"])
+def test_bad_input_is_an_inline_error(client, executive, pool, research, scene, bad):
+    client.force_login(executive)
+    response = _try(client, pool, research, bad)
+    text = response.content.decode()
+    assert response.status_code == 200
+    assert 'role="alert"' in text and "With these shares" not in text
+
+
+def test_only_executives_may_try(client, division_lead, pool, research, scene):
+    client.force_login(division_lead)
+    assert _try(client, pool, research, "30").status_code == 404
