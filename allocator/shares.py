@@ -24,7 +24,7 @@ from org.models import Division
 from org.roles import roles_of
 
 from .models import Allocation, CapacityChange, DivisionShare, Pool
-from .selectors import horizon
+from .selectors import holding_allocations, horizon
 from .timeline import Span, Timeline
 
 # --- bulk forecast --------------------------------------------------------------------------
@@ -109,7 +109,9 @@ def pool_forecasts(
         changes[pool_id].append((at, delta))
     held: dict[int, list[HeldRow]] = defaultdict(list)
     rows = (
-        Allocation.objects.filter(pool_id__in=ids, end__gt=origin, start__lt=until)
+        # Released and reclaimed allocations hold nothing any more (selectors.HOLDING_STATES).
+        holding_allocations()
+        .filter(pool_id__in=ids, end__gt=origin, start__lt=until)
         .order_by()
         .values_list(
             "id",

@@ -254,3 +254,20 @@ def test_concurrent_edits_chain_in_the_audit_trail(existing):
     assert first.before["gpus"] == (40 if existing else 0)
     assert second.before["gpus"] == first.after["gpus"]
     assert DivisionShare.objects.get(division=division, pool=pool).gpus == second.after["gpus"]
+
+
+@pytest.mark.parametrize("state", ["released", "reclaimed"])
+def test_released_and_reclaimed_allocations_hold_nothing(
+    research, pool, research_share, team, state
+):
+    # given a future allocation that was given back before it started, and one that holds
+    factories.AllocationFactory(
+        pool=pool, project__team=team, gpus=30, start=in_days(5), state=state
+    )
+    factories.AllocationFactory(pool=pool, project__team=team, gpus=8)
+    # when the balance page reads the pool's future
+    (pb,) = balance()
+    row = next(r for r in pb.rows if r.division.pk == research.pk)
+    # then only the holding allocation counts
+    assert row.peak == 8
+    assert pool_forecasts([pool])[pool.pk].held_now == 8
