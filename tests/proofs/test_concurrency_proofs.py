@@ -126,7 +126,7 @@ def test_c1_concurrent_executive_approvals_never_over_allocate(
         )
     )
     settled = wait_for(
-        lambda: not AllocationChange.objects.filter(status="pending").exists(), 60, 0.3
+        lambda: not AllocationChange.objects.filter(status="pending").exists(), 240, 0.3
     )
     sampler.stop.set()
     sampler.join(10)
