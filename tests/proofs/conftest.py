@@ -1,3 +1,3 @@
 """Fixtures of the reliability proofs (worker crew), shared by tests/proofs/test_*.py."""
 
-from tests.proofs.reliability import crew, live_crew  # noqa: F401
+from tests.proofs.reliability import crew, drained, live_crew  # noqa: F401

@@ -104,7 +104,38 @@ def crew(django_db_setup, django_db_blocker):
     team.kill()
 
 
+def drain(seconds: float = 60) -> None:
+    """Before the test database is flushed: wait until the workers have nothing left to do, so
+    the flush's TRUNCATE never meets an apply transaction (they would deadlock)."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    from allocator.models import AllocationChange
+    from tests.support.proofs import wait_for
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    wait_for(
+        lambda: (
+            not AllocationChange.objects.filter(status="pending").exists()
+            and broker.llen("celery") == 0
+        ),
+        seconds,
+    )
+    broker.close()
+    time.sleep(0.5)  # a task just taken off the queue finishes its transaction
+
+
 @pytest.fixture
 def live_crew(crew, transactional_db):
     crew.revive()
-    return crew
+    yield crew
+    drain()
+
+
+@pytest.fixture
+def drained(crew, transactional_db):
+    """For tests that only send work to the module's crew."""
+    yield
+    drain()

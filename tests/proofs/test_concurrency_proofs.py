@@ -304,7 +304,7 @@ ROUNDS = 3
     "race", ["two_leads_approve", "approve_vs_withdraw", "exec_approve_vs_reject"]
 )
 def test_c5_stage_races_have_one_winner(
-    race, transactional_db, pool, project, requester, division_lead, research
+    race, drained, pool, project, requester, division_lead, research
 ):
     # given a second lead, two executives and requests waiting at the contested stage
     lead2 = factories.UserFactory(username="rlead2")

@@ -4,8 +4,10 @@ which adds the ledger, four-eyes and audit-chain checks."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 
+from django.db import connection, transaction
 from django.db.models import Count
 
 from allocator.models import Allocation, AllocationChange, CapacityChange, LedgerEntry
@@ -174,7 +176,25 @@ def approvals_missing() -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def _one_snapshot():
+    """Read several tables as of one instant while workers may still be writing (REPEATABLE
+    READ); inside a test's own transaction the reads already share it."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
 def request_audit_gaps() -> list[str]:
+    with _one_snapshot():
+        return _request_audit_gaps()
+
+
+def _request_audit_gaps() -> list[str]:
     """Exactly one audit row per request transition: each request's audit rows that record a
     status form one unbroken chain from its creation to its current status (a missing row
     breaks the chain, a doubled one repeats a step the chain has left)."""
