@@ -1010,3 +1010,19 @@ def test_extreme_utc_offsets_are_stored_in_utc(api, client, world):
         reverse("allocator:ops-capacity"), _cap_form(world, effective_at="2030-01-01T10:00+23:00")
     )
     assert response.status_code == 403 or response.status_code < 500
+
+
+def test_too_many_fields_answers_json_400(api, world):
+    """Django refuses a form body with more than DATA_UPLOAD_MAX_NUMBER_FIELDS fields before any
+    view runs; under /api/ that answer is JSON too."""
+    body = "&".join(f"ids={i}" for i in range(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 5))
+    response = send(
+        api(world["requester"]),
+        "post",
+        "/api/v1/notifications/mark-read/",
+        RawBody(body, "application/x-www-form-urlencoded"),
+    )
+    count_5xx(response)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["detail"]

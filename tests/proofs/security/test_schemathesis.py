@@ -23,6 +23,7 @@ from config.wsgi import application
 from org.models import RoleGrant
 from tests import factories
 from tests.support import figures
+from tests.support.invariants import violations
 
 MAX_EXAMPLES = 10
 # Left out, with the reason:
@@ -104,7 +105,7 @@ def test_api_matches_its_schema(case, wsgi_keeps_connection, fuzz_world):
                 headers={"Authorization": f"Token {fuzz_world[persona]}"},
                 excluded_checks=EXCLUDED,
             )
-        except Exception as failure:
+        except (Exception, BaseExceptionGroup) as failure:  # FailureGroup is a BaseExceptionGroup
             with _lock:
                 first = (str(failure).strip().splitlines() or [""])[0][:160]
                 key = f"{label} as {persona}: {type(failure).__name__}: {first}"
@@ -112,6 +113,11 @@ def test_api_matches_its_schema(case, wsgi_keeps_connection, fuzz_world):
                     _failures.add(key)
                     figures.add("schemathesis unique failures")
             raise
+    if case.method.upper() in ("POST", "PUT", "PATCH", "DELETE"):
+        # fuzzing must not break the engine's invariants (PROOFS.md I1-I4)
+        found = violations()
+        figures.add("invariant violations", len(found))
+        assert not found, found
 
 
 def test_wrong_token_is_refused_everywhere(client, db):
