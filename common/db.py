@@ -5,7 +5,7 @@ filter, a form, a JSON body); PostgreSQL refuses offsets beyond ±15:59 with a D
 would surface as a 500. Converting to UTC before sending changes no instant and removes the
 problem for every query, whatever path the value came by."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from psycopg.types.datetime import DatetimeDumper
 
@@ -13,7 +13,7 @@ from psycopg.types.datetime import DatetimeDumper
 class UtcDatetimeDumper(DatetimeDumper):
     def dump(self, obj: datetime):
         if obj.tzinfo is not None:
-            obj = obj.astimezone(timezone.utc)
+            obj = obj.astimezone(UTC)
         return super().dump(obj)
 
 
