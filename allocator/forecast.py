@@ -29,7 +29,12 @@ running it at any other instant in between changes nothing, as argued above.
 Re-planning is incremental: each demand keeps the planning timeline it was planned on; at an
 instant only the demands whose own inputs changed are planned again, and the rest of the queue
 only when what such a demand holds in the plan changed (placing a fixed demand at its unblock
-instant holds exactly what its reservation held, so nothing behind it moves).
+instant holds exactly what its reservation held, so nothing behind it moves). Behind such a
+change, a waiting fixed demand whose window [start, end) the changed holdings do not meet reads
+the same planning timeline over its window, so it is not planned again either: it keeps its
+snapshot and notes the change (`_Entry.diff`), applied only if its snapshot is used again. A
+demand that can no longer be served fails without a timeline (its reason names the one it last
+waited on).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.db.models import Q
@@ -135,6 +141,37 @@ def _label(project_name: str, confidential: bool) -> str:
     return "a confidential project" if confidential else f"project {project_name}"
 
 
+_C_TIMESTAMPTZ = None
+
+
+def _rows(queryset) -> list[tuple]:
+    """The rows of a values_list queryset, as the ORM would give them, read with psycopg's own
+    (C) timestamptz loader where Django's would be used: Django's is pure Python (about 4 µs a
+    timestamp, most of the load time at lab scale: ~90,000 timestamps). Both give aware
+    datetimes in the session time zone, which Django sets to its database TIME_ZONE; only for
+    UTC (the setting here) is the tzinfo object the same, so other zones keep Django's."""
+    global _C_TIMESTAMPTZ
+    from django.core.exceptions import EmptyResultSet
+    from django.db import connections
+
+    connection = connections[queryset.db]
+    try:
+        sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    except EmptyResultSet:
+        return []
+    with connection.cursor() as cursor:
+        raw = getattr(cursor, "cursor", None)
+        if connection.vendor == "postgresql" and connection.timezone_name == "UTC" and raw:
+            if _C_TIMESTAMPTZ is None:
+                import psycopg
+
+                oid = psycopg.postgres.types["timestamptz"].oid
+                _C_TIMESTAMPTZ = psycopg.adapters.get_loader(oid, psycopg.pq.Format.TEXT)
+            raw.adapters.register_loader("timestamptz", _C_TIMESTAMPTZ)  # this cursor only
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState]:
     """The rows the simulation needs for the given pools, in six queries whatever their number."""
     ids = sorted(set(pool_ids))
@@ -144,8 +181,10 @@ def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState
         p.pk: p.name for p in Pool.objects.filter(pk__in=ids).only("id", "cluster", "gpu_model")
     }
     capacity: dict[int, list] = defaultdict(list)
-    for pool_id, at, delta, kind in CapacityChange.objects.filter(pool_id__in=ids).values_list(
-        "pool_id", "effective_at", "delta", "kind"
+    for pool_id, at, delta, kind in _rows(
+        CapacityChange.objects.filter(pool_id__in=ids).values_list(
+            "pool_id", "effective_at", "delta", "kind"
+        )
     ):
         capacity[pool_id].append((at, delta, kind))
     live = [Status.WAITING, Status.PENDING]
@@ -153,7 +192,7 @@ def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState
         pool_id__in=ids, status__in=live, target_allocation__isnull=False
     ).values("target_allocation_id")
     allocations: dict[int, list[SimAllocation]] = defaultdict(list)
-    for row in (
+    for row in _rows(
         Allocation.objects.filter(pool_id__in=ids)
         .filter(Q(state__in=HOLDING_STATES, end__gt=now) | Q(pk__in=targets))
         .order_by()
@@ -181,7 +220,7 @@ def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState
             )
         )
     changes: dict[int, list[SimChange]] = defaultdict(list)
-    for row in (
+    for row in _rows(
         AllocationChange.objects.filter(pool_id__in=ids, status__in=live)
         .order_by()
         .values_list(
@@ -222,7 +261,7 @@ def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState
             )
         )
     reclaims: dict[int, list[SimReclaim]] = defaultdict(list)
-    for row in (
+    for row in _rows(
         Reclaim.objects.filter(allocation__pool_id__in=ids, status=Reclaim.Status.SCHEDULED)
         .order_by()
         .values_list(
@@ -258,6 +297,7 @@ def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState
 # --- what the forecast says ----------------------------------------------------------------
 
 
+@lru_cache(maxsize=8192)  # reasons name the same few instants again and again
 def when(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%d %b %Y %H:%M UTC").lstrip("0")
 
@@ -311,6 +351,9 @@ class _Entry:
     reserve_from: datetime | None = None  # fixed without a reservation: from when it gets one
     closes: datetime | None = None  # when it can no longer be served (matters if it holds)
     why_on: Timeline | None = None  # the timeline it last waited on
+    # What changed in the plan ahead of it since it was planned, from then on (signed spans):
+    # the planning timeline in front of it is `snapshot` with these added (`_Simulation._ahead`).
+    diff: tuple[Span, ...] = ()
 
 
 class _Simulation:
@@ -320,24 +363,31 @@ class _Simulation:
         self.flex_horizon = horizon()
         self.horizon_days = settings.ALLOTMENT["HORIZON_DAYS"]
         self.capacity = [(at, delta) for at, delta, _ in state.capacity_changes]
-        self.allocations = {
-            a.id: SimAllocation(**a.__dict__) for a in state.allocations
-        }  # copies: the simulation changes them
+        # The state's own objects, copied before the simulation changes one (`_own`).
+        self.allocations = {a.id: a for a in state.allocations}
+        self._owned: set[int] = set()
         self.reclaims = sorted(state.reclaims, key=lambda r: (r.effective_at, r.pk))
         self.outcomes: dict[int, Outcome] = {}
         self.cascades: dict[str, int] = {}  # why re-planning went on behind a change (a figure)
         self.instants: list[datetime] = []
         self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
-        self.queue: list[_Entry] = []
         self.pending = sorted(
             (c for c in state.changes if c.status == Status.PENDING),
             key=lambda c: (c.approved_at, c.pk),
         )
-        for change in sorted(
-            (c for c in state.changes if c.status != Status.PENDING), key=queue_key
-        ):
-            self.queue.append(_Entry(change))
+        self.queue = [
+            _Entry(c)
+            for c in sorted((c for c in state.changes if c.status != Status.PENDING), key=queue_key)
+        ]
         self._rebuild()
+
+    def _own(self, allocation_id: int) -> SimAllocation | None:
+        """The simulation's own copy of an allocation, to change."""
+        a = self.allocations.get(allocation_id)
+        if a is not None and allocation_id not in self._owned:
+            a = self.allocations[allocation_id] = SimAllocation(**a.__dict__)
+            self._owned.add(allocation_id)
+        return a
 
     # The pool and each division as timelines.
 
@@ -374,15 +424,26 @@ class _Simulation:
 
     # One change meets the plan at instant t: the engine's accept (services._serve).
 
-    def _try(self, entry: _Entry, timeline: Timeline, t: datetime) -> tuple[str, Span | None]:
-        """Plan one change on `timeline` at t. Returns (outcome, what it holds in the plan):
-        outcome is "placed", "review", "failed" or "waiting"."""
+    def _demand(self, entry: _Entry, t: datetime) -> Demand | None:
+        """The change's demand at t, or None when it can no longer be served (then settled as
+        failed, saying what it waited for: no timeline is needed for that)."""
         change = entry.change
         demand, problem = demand_for(change, t, self.allocations, horizon=self.flex_horizon)
         if problem:
             if entry.why_on is not None:  # it waited: say what it waited for
                 problem = f"not within the horizon: {self._why_of(entry)}"
             self._settle(change, "failed", t, reason=problem)
+            return None
+        return demand
+
+    def _try(
+        self, entry: _Entry, timeline: Timeline, t: datetime, demand: Demand | None = None
+    ) -> tuple[str, Span | None]:
+        """Plan one change on `timeline` at t (its `_demand` at t, if known). Returns (outcome,
+        what it holds in the plan): outcome is "placed", "review", "failed" or "waiting"."""
+        change = entry.change
+        demand = demand or self._demand(entry, t)
+        if demand is None:
             return "failed", None
         start = fit_start(timeline, demand)
         if start is not None:
@@ -414,24 +475,10 @@ class _Simulation:
         elif change.kind == "extension":
             entry.closes = demand.start  # the extended allocation's end
         else:
-            window = timeline.window(demand.start, demand.end)
-            entry.unblock = self._after_last(window, lambda s: s.free < demand.gpus, demand.end)
+            entry.unblock = timeline.free_from(demand.gpus, demand.start, demand.end)
             if held is None:
-                entry.reserve_from = self._after_last(
-                    window, lambda s: s.capacity < demand.gpus, demand.end
-                )
+                entry.reserve_from = timeline.capacity_from(demand.gpus, demand.start, demand.end)
         return "waiting", held
-
-    @staticmethod
-    def _after_last(window, short, end: datetime) -> datetime | None:
-        """The instant the last step of `window` meeting `short` ends (the window, clipped to
-        start there, has none); None when that is not before `end`."""
-        for i in range(len(window) - 1, -1, -1):
-            if short(window[i]):
-                if i + 1 < len(window) and window[i + 1].at < end:
-                    return window[i + 1].at
-                return None
-        return None
 
     def _why_of(self, entry: _Entry) -> str:
         if entry.why_on is None or entry.demand is None:
@@ -454,8 +501,7 @@ class _Simulation:
 
     def _allocate(self, change: SimChange, span: Span, t: datetime) -> None:
         if change.kind == "extension":
-            target = self.allocations[change.target_allocation_id]
-            target.end = span.end
+            self._own(change.target_allocation_id).end = span.end
         else:
             self.allocations[-change.pk] = SimAllocation(
                 id=-change.pk,
@@ -506,44 +552,110 @@ class _Simulation:
 
     def serve(self, t: datetime, *, dirty_from: int | None = None) -> None:
         """Plan the queue at t, as services._serve would, re-planning only what can change:
-        a change whose own inputs changed (`_due`), and everything behind a change whose
-        holding in the plan changed (or from `dirty_from` on)."""
+        a change whose own inputs changed (`_due`), and behind a change whose holding in the
+        plan changed, every change whose plan that can change (`_untouched`), or everything
+        from `dirty_from` on."""
         kept: list[_Entry] = []
         timeline: Timeline | None = None  # the live planning timeline while cascading
-        cascading = False
+        cascading = False  # from `dirty_from` on: everything is planned again
+        diff: tuple[Span, ...] | None = None  # behind a changed holding: what changed, from t
         for i, entry in enumerate(self.queue):
             if dirty_from is not None and i >= dirty_from and not cascading:
                 cascading = True
                 timeline = self._timeline_before(i, kept, t)
-            if not cascading and not self._due(entry, t):
-                kept.append(entry)
+            if cascading:
+                entry.snapshot, entry.diff = timeline, ()
+                outcome, held = self._try(entry, timeline, t)
+                if outcome == "waiting":
+                    kept.append(entry)
+                if held is not None:
+                    timeline = timeline.with_span(held)
                 continue
-            if not cascading:  # its own plan changes: start from where it was planned
-                timeline = self._timeline_before(i, kept, t)
+            if not self._due(entry, t):
+                if diff is None:
+                    kept.append(entry)
+                    continue
+                if self._untouched(entry, diff, t):
+                    # Its window does not meet what changed: planned again, it would wait
+                    # exactly as it does, on a timeline equal to its own over its window.
+                    self._keep_waiting(entry, diff, t)
+                    kept.append(entry)
+                    if entry.held is not None and entry.held.end > t:
+                        timeline = None  # the live timeline is no longer known: rebuilt
+                    continue
             before = entry.held
-            entry.snapshot = timeline
-            outcome, held = self._try(entry, timeline, t)
-            if outcome == "waiting":
-                kept.append(entry)
-            if not cascading and not self._same(before, held, t):
-                cascading = True
-                self.cascades[outcome] = self.cascades.get(outcome, 0) + 1
-            if cascading and held is not None:
+            demand = self._demand(entry, t)
+            if demand is None:  # failed: it holds nothing, and the timeline is not needed
+                outcome, held = "failed", None
+            else:
+                if timeline is None or diff is None:
+                    timeline = self._timeline_before(i, kept, t, diff or ())
+                entry.snapshot, entry.diff = timeline, ()
+                outcome, held = self._try(entry, timeline, t, demand)
+                if outcome == "waiting":
+                    kept.append(entry)
+            if not self._same(before, held, t):
+                if diff is None:
+                    self.cascades[outcome] = self.cascades.get(outcome, 0) + 1
+                diff = (*(diff or ()), *self._change(before, held, t))
+            # `timeline`, when known, is the live planning timeline behind this change.
+            if diff is None:
+                timeline = None
+            elif held is not None:
                 timeline = timeline.with_span(held)
         self.queue = kept
 
-    def _timeline_before(self, i: int, kept: list[_Entry], t: datetime) -> Timeline:
-        """The planning timeline in front of queue entry i: its snapshot when the plan ahead of
-        it did not change; for an entry just added, the snapshot of the one after it (planned
-        on the same timeline); else built from what the entries ahead hold."""
+    @staticmethod
+    def _change(before: Span | None, after: Span | None, t: datetime) -> tuple[Span, ...]:
+        """A holding's change in the plan from t on, as signed spans."""
+        out = []
+        if before is not None and before.end > t:
+            out.append(Span(max(before.start, t), before.end, -before.gpus))
+        if after is not None and after.end > t:
+            out.append(Span(max(after.start, t), after.end, after.gpus))
+        return tuple(out)
+
+    @staticmethod
+    def _untouched(entry: _Entry, diff: tuple[Span, ...], t: datetime) -> bool:
+        """Is a waiting fixed change's plan independent of `diff`? Everything its plan reads
+        (the fit, its reservation, its unblock instant, why it waits) is the planning timeline
+        over its window [max(start, t), end), so it is when no changed span meets the window.
+        Flexible changes and extensions are always planned again."""
+        c = entry.change
+        if c.flexible_start or c.kind == "extension" or entry.snapshot is None:
+            return False
+        start, end = max(c.start, t), c.end
+        return all(s.end <= start or s.start >= end for s in diff)
+
+    def _keep_waiting(self, entry: _Entry, diff: tuple[Span, ...], t: datetime) -> None:
+        """What planning an `_untouched` change again at t would change: its demand starts no
+        earlier than t, and so does its reservation; the timeline ahead of it has `diff` more."""
+        demand, _ = demand_for(entry.change, t, self.allocations, horizon=self.flex_horizon)
+        entry.demand = demand
+        if entry.held is not None:
+            entry.held = Span(demand.start, demand.end, demand.gpus)
+        entry.diff = (*entry.diff, *diff)
+
+    def _timeline_before(
+        self, i: int, kept: list[_Entry], t: datetime, diff: tuple[Span, ...] = ()
+    ) -> Timeline:
+        """The planning timeline in front of queue entry i (with `diff` more, what changed
+        ahead of it in this serve): its snapshot when the plan ahead of it did not change (plus
+        what changed ahead of it since, its own `diff`); for an entry just added, the snapshot of
+        the one after it (planned on the same timeline); else built from what the entries ahead
+        hold."""
         if i == 0:
             return self.base
         entry = self.queue[i]
-        if entry.snapshot is not None:
-            return entry.snapshot
-        if i + 1 < len(self.queue) and self.queue[i + 1].snapshot is not None:
-            return self.queue[i + 1].snapshot
-        return self._planning_timeline(kept, t)
+        if entry.snapshot is None and i + 1 < len(self.queue):
+            entry = self.queue[i + 1]
+        if entry.snapshot is None:
+            return self._planning_timeline(kept, t)
+        timeline = entry.snapshot
+        for span in (*entry.diff, *diff):
+            if span.end > t:
+                timeline = timeline.with_span(span)
+        return timeline
 
     def _planning_timeline(self, ahead: list[_Entry], t: datetime) -> Timeline:
         """The pool as planned for the next change: the base plus what the changes ahead of it
@@ -563,6 +675,7 @@ class _Simulation:
             a = self.allocations.get(reclaim.allocation_id)
             if a is None or a.state != Allocation.State.ACTIVE or a.end <= reclaim.effective_at:
                 continue  # the engine cancels it
+            a = self._own(reclaim.allocation_id)
             applied = True
             if reclaim.new_gpus == 0:
                 if a.start < reclaim.effective_at < a.end:
@@ -625,8 +738,13 @@ class _Simulation:
         # Approved changes not applied yet join the queue in their place and are served with
         # it (one apply serving the queue with the change in its place, as services._serve does
         # with `extra`; several at once are taken in queue order).
-        while self.pending:
-            self._enqueue(_Entry(self.pending.pop(0)))
+        if self.pending:  # in one pass: the queue order is a total order
+            self.queue = sorted(
+                [*self.queue, *(_Entry(c) for c in self.pending)], key=lambda e: queue_key(e.change)
+            )
+            for entry in self.queue:
+                entry.snapshot, entry.diff = None, ()
+            self.pending = []
         self.serve(t, dirty_from=0)
         for _ in range(MAX_INSTANTS):
             nxt = self.next_instant(t)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from .timeline import Span, Timeline
 
@@ -48,7 +49,7 @@ class Demand:
     def flexible(self) -> bool:
         return self.latest_start is not None
 
-    @property
+    @cached_property  # read several times per plan (a frozen dataclass keeps it in __dict__)
     def end(self) -> datetime:
         return self.start + self.duration
 
@@ -122,13 +123,12 @@ def fit_start(timeline: Timeline, demand: Demand) -> datetime | None:
 def reservation(timeline: Timeline, demand: Demand) -> Span | None:
     """Where a demand that must wait is held in the plan (see the module docstring)."""
     if demand.flexible:
-        last = max(timeline.steps[-1].at, demand.start)
+        last = max(timeline.last_instant, demand.start)
         start = timeline.earliest_start(demand.gpus, demand.duration, demand.start, last)
         if start is None:
             return None
         return Span(start, start + demand.duration, demand.gpus)
-    least_capacity = min(s.capacity for s in timeline.window(demand.start, demand.end))
-    if demand.gpus > least_capacity:
+    if demand.gpus > timeline.min_capacity(demand.start, demand.end):
         return None
     return Span(demand.start, demand.end, demand.gpus)
 

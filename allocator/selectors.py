@@ -123,8 +123,7 @@ def share_check_on(
 ) -> ShareCheck:
     """The share rule on a division's timeline (its holdings of the pool, the pool's capacity):
     the one computation behind share_check, the requests' share effects and the forecast."""
-    window = timeline.window(start, end)
-    peak = max(window, key=lambda s: s.held)
+    peak = timeline.peak_held(start, end)
     return ShareCheck(
         division_id=division_id,
         share=share,

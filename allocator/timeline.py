@@ -6,11 +6,17 @@ A pool's free GPUs change only at event instants (a capacity change taking effec
 starting or ending), so "do N fit over [a, b)?" is the minimum of a step function over the
 window, and the earliest start where N fit for a duration is either the asked-for start or an
 instant where free capacity rises (an allocation ends, GPUs arrive).
+
+Representation: three parallel lists — the step instants, the capacity and the free GPUs of
+each step — so the hot questions run at C speed on list slices (`min(free[i:j])`), and
+`with_span` (the planner adds one holding per queued demand, the forecast keeps every
+intermediate timeline) copies three flat lists and rewrites only the slice the span covers,
+with no object per step. `Step` tuples are made only when asked for (`steps`, `window`, `at`).
 """
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,9 +32,6 @@ class Span:
 
 
 class Step(NamedTuple):
-    """A NamedTuple rather than a frozen dataclass: planning builds hundreds of thousands of
-    them (with_span), and a tuple is several times cheaper to make."""
-
     at: datetime
     capacity: int
     held: int
@@ -39,11 +42,14 @@ class Step(NamedTuple):
 
 
 class Timeline:
-    """Capacity, held and free GPUs of one pool from `origin` on.
+    """Capacity, held and free GPUs of one pool from `origin` on. Immutable: `with_span` makes a
+    new one.
 
     `capacity_changes` are (effective_at, delta) pairs, all of them (those before origin make the
     starting capacity); `holdings` are spans (allocations) — any overlap with [origin, ∞) counts.
     """
+
+    __slots__ = ("_capacity", "_free", "_steps", "_times", "origin")
 
     def __init__(
         self,
@@ -68,7 +74,7 @@ class Timeline:
             else:
                 deltas[span.start][1] += span.gpus
             deltas[span.end][1] -= span.gpus
-        steps = [Step(origin, base_capacity, base_held)]
+        times, caps, free = [origin], [base_capacity], [base_capacity - base_held]
         capacity, held = base_capacity, base_held
         for at in sorted(deltas):
             d_cap, d_held = deltas[at]
@@ -76,77 +82,155 @@ class Timeline:
                 continue
             capacity += d_cap
             held += d_held
-            steps.append(Step(at, capacity, held))
-        self.steps = steps
-        self._times = [s.at for s in steps]
+            times.append(at)
+            caps.append(capacity)
+            free.append(capacity - held)
+        self._times = times
+        self._capacity = caps
+        self._free = free
+        self._steps = None
+
+    # Steps, made on demand.
+
+    @property
+    def steps(self) -> list[Step]:
+        if self._steps is None:
+            self._steps = [
+                Step(at, c, c - f)
+                for at, c, f in zip(self._times, self._capacity, self._free, strict=True)
+            ]
+        return self._steps
+
+    @property
+    def last_instant(self) -> datetime:
+        """The last step's instant: the timeline is constant from there on."""
+        return self._times[-1]
+
+    def _step(self, i: int) -> Step:
+        c = self._capacity[i]
+        return Step(self._times[i], c, c - self._free[i])
 
     def _index_at(self, t: datetime) -> int:
         if t < self.origin:
             raise ValueError(f"{t} is before the timeline's origin {self.origin}")
-        return bisect.bisect_right(self._times, t) - 1
+        return bisect_right(self._times, t) - 1
+
+    def _range(self, start: datetime, end: datetime) -> tuple[int, int]:
+        """Indexes [i, j) of the steps in force at some instant of [start, end) (at least one)."""
+        first = self._index_at(start)
+        last = bisect_left(self._times, end)  # steps at or after `end` don't count
+        return first, max(last, first + 1)
 
     def at(self, t: datetime) -> Step:
-        return self.steps[self._index_at(t)]
+        return self._step(self._index_at(t))
 
     def window(self, start: datetime, end: datetime) -> list[Step]:
         """The steps in force at some instant of [start, end)."""
-        first = self._index_at(start)
-        last = bisect.bisect_left(self._times, end)  # steps at or after `end` don't count
-        return self.steps[first : max(last, first + 1)]
+        i, j = self._range(start, end)
+        return [self._step(k) for k in range(i, j)]
+
+    # The questions.
 
     def min_free(self, start: datetime, end: datetime) -> int:
-        return min(step.free for step in self.window(start, end))
+        i, j = self._range(start, end)
+        return min(self._free[i:j])
+
+    def min_capacity(self, start: datetime, end: datetime) -> int:
+        i, j = self._range(start, end)
+        return min(self._capacity[i:j])
 
     def max_held(self, start: datetime, end: datetime) -> int:
-        return max(step.held for step in self.window(start, end))
+        i, j = self._range(start, end)
+        return max(c - f for c, f in zip(self._capacity[i:j], self._free[i:j], strict=True))
+
+    def peak_held(self, start: datetime, end: datetime) -> Step:
+        """The first step of [start, end) with the most GPUs held."""
+        i, j = self._range(start, end)
+        caps, free = self._capacity, self._free
+        best = i
+        for k in range(i + 1, j):
+            if caps[k] - free[k] > caps[best] - free[best]:
+                best = k
+        return self._step(best)
 
     def fits(self, gpus: int, start: datetime, end: datetime) -> bool:
-        return self.min_free(start, end) >= gpus
+        i, j = self._range(start, end)
+        return min(self._free[i:j]) >= gpus
 
     def shortfall(self, gpus: int, start: datetime, end: datetime) -> Step | None:
         """The first step of [start, end) where `gpus` more would exceed capacity, or None."""
-        for step in self.window(start, end):
-            if step.free < gpus:
-                return step
+        i, j = self._range(start, end)
+        free = self._free
+        for k in range(i, j):
+            if free[k] < gpus:
+                return self._step(k)
         return None
+
+    def _last_below(self, values: list[int], gpus: int, i: int, j: int) -> int | None:
+        for k in range(j - 1, i - 1, -1):
+            if values[k] < gpus:
+                return k
+        return None
+
+    def free_from(self, gpus: int, start: datetime, end: datetime) -> datetime | None:
+        """The instant the last step of [start, end) with fewer than `gpus` free ends: from then
+        on the window, cut to start there, has them free. None when no step is short, or when
+        the last short one lasts to `end`."""
+        return self._after_last(self._free, gpus, start, end)
+
+    def capacity_from(self, gpus: int, start: datetime, end: datetime) -> datetime | None:
+        """As `free_from`, for the pool's capacity rather than its free GPUs."""
+        return self._after_last(self._capacity, gpus, start, end)
+
+    def _after_last(self, values, gpus, start, end) -> datetime | None:
+        i, j = self._range(start, end)
+        k = self._last_below(values, gpus, i, j)
+        if k is None or k + 1 >= j or self._times[k + 1] >= end:
+            return None
+        return self._times[k + 1]
 
     def earliest_start(
         self, gpus: int, duration: timedelta, not_before: datetime, latest_start: datetime
     ) -> datetime | None:
         """The earliest t in [not_before, latest_start] such that `gpus` fit over
-        [t, t + duration), or None. Exact: free capacity only rises at step instants."""
+        [t, t + duration), or None. Exact: free capacity only rises at step instants, so when
+        the window from t is short, no start before the end of its last short step can fit."""
         if not_before > latest_start:
             return None
-        candidates = [not_before]
-        first = self._index_at(not_before)
-        for i in range(first + 1, len(self.steps)):
-            step = self.steps[i]
-            if step.at > latest_start:
-                break
-            if step.free > self.steps[i - 1].free:
-                candidates.append(step.at)
-        for t in candidates:
-            if self.fits(gpus, t, t + duration):
+        times, free = self._times, self._free
+        t = not_before
+        while True:
+            i, j = self._range(t, t + duration)
+            if min(free[i:j]) >= gpus:
                 return t
-        return None
+            k = self._last_below(free, gpus, i, j)
+            if k + 1 >= len(times):
+                return None
+            t = times[k + 1]
+            if t > latest_start:
+                return None
 
     def with_span(self, span: Span) -> Timeline:
         """A copy with one more holding (what-if, and serving a queue in one pass)."""
         clone = Timeline.__new__(Timeline)
-        clone.origin = self.origin
-        steps = list(self.steps)
-        times = list(self._times)
+        clone.origin = origin = self.origin
+        clone._steps = None
+        times = self._times[:]
+        caps = self._capacity[:]
+        free = self._free[:]
         for at in (span.start, span.end):
-            if at > self.origin and at not in times:
-                i = bisect.bisect_right(times, at)
-                prev = steps[i - 1]
-                steps.insert(i, Step(at, prev.capacity, prev.held))
-                times.insert(i, at)
-        # The steps with span.start <= at < span.end hold it; only those are rebuilt.
-        gpus, new = span.gpus, tuple.__new__  # Step(...) without the namedtuple's Python frame
-        for k in range(bisect.bisect_left(times, span.start), bisect.bisect_left(times, span.end)):
-            at, capacity, held = steps[k]
-            steps[k] = new(Step, (at, capacity, held + gpus))
-        clone.steps = steps
+            if at > origin:
+                i = bisect_right(times, at)
+                if times[i - 1] != at:
+                    times.insert(i, at)
+                    caps.insert(i, caps[i - 1])
+                    free.insert(i, free[i - 1])
+        # The steps with span.start <= at < span.end hold it; only those are rewritten.
+        a, b = bisect_left(times, span.start), bisect_left(times, span.end)
+        if a < b:
+            gpus = span.gpus
+            free[a:b] = [f - gpus for f in free[a:b]]
         clone._times = times
+        clone._capacity = caps
+        clone._free = free
         return clone

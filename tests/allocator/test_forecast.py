@@ -18,6 +18,7 @@ from tests import factories
 from tests.factories import in_days
 
 H = timedelta(hours=1)
+TICK = timedelta(microseconds=1)
 
 
 def run_engine(instants):
@@ -142,6 +143,7 @@ def _example():
     block._from_testcase = True
     return block
 
+
 change_spec = st.tuples(
     st.integers(1, 24),  # gpus
     st.integers(0, 96),  # start, hours from now
@@ -217,3 +219,19 @@ def test_generated_scenarios_come_true(
         check_forecast_true(pool, extra_instants=[base + h * H for h in extra])
         assert Reclaim.objects.filter(allocation__pool=pool, status="scheduled").count() <= 1
         transaction.set_rollback(True)
+
+
+def test_rows_read_with_the_c_loader_are_the_orm_rows(make_change, pool, project):
+    # given allocations and waiting changes with timestamps to the microsecond
+    factories.AllocationFactory(pool=pool, project=project, gpus=8, end=in_days(3) + 7 * TICK)
+    make_change(gpus=4, start=in_days(1) + 3 * TICK, end=in_days(2))
+    for qs in (
+        Allocation.objects.values_list("id", "start", "end", "gpus"),
+        AllocationChange.objects.values_list("id", "approved_at", "start", "end", "status"),
+    ):
+        # when read by the forecast's loader and by the ORM
+        fast, orm = forecast._rows(qs.order_by("id")), list(qs.order_by("id"))
+        # then the rows are equal, down to the time zone object
+        assert fast == orm and fast
+        assert [type(v) for v in fast[0]] == [type(v) for v in orm[0]]
+        assert fast[0][1].tzinfo is orm[0][1].tzinfo
