@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import django_filters
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
@@ -152,17 +152,14 @@ def inbox_for(user) -> QuerySet[ComputeRequest]:
             request=OuterRef("pk"), round=OuterRef("round"), decider=user
         ).exclude(stage=Stage.EXECUTIVE)
         stages |= Q(status=Status.PENDING_EXECUTIVE) & ~Q(Exists(decided_division))
-    last_step = (
-        ApprovalStep.objects.filter(request=OuterRef("pk"), round=OuterRef("round"))
-        .order_by("-decided_at")
-        .values("decided_at")[:1]
-    )
+    # stage_entered_at is stored by the workflow (index request_stage_age): the first page is read
+    # from the index. Requests written outside the workflow without it come last.
     return (
         _base()
         .filter(stages)
         .exclude(requester=user)
-        .annotate(waiting_since=Coalesce(Subquery(last_step), "submitted_at"))
-        .order_by("waiting_since", "id")
+        .annotate(waiting_since=Coalesce("stage_entered_at", "submitted_at", "created_at"))
+        .order_by("stage_entered_at", "id")
     )
 
 
@@ -201,6 +198,7 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     queries for any number of requests. The rule is allocator.selectors.share_check_on — the one
     the engine applies — over the same holdings (allocations that hold GPUs: not released or
     reclaimed ones)."""
+    from allocator.forecast import read_rows
     from allocator.selectors import holding_allocations, share_check_on
 
     requests = list(requests)
@@ -211,12 +209,14 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     division_ids = {r.project.team.division_id for r in requests}
     origin = min([now, *(r.start for r in requests)])
     changes = defaultdict(list)
-    for pool_id, at, delta in CapacityChange.objects.filter(pool_id__in=pool_ids).values_list(
-        "pool_id", "effective_at", "delta"
+    for pool_id, at, delta in read_rows(
+        CapacityChange.objects.filter(pool_id__in=pool_ids).values_list(
+            "pool_id", "effective_at", "delta"
+        )
     ):
         changes[pool_id].append((at, delta))
     spans = defaultdict(list)
-    for pool_id, division_id, start, end, gpus in (
+    for pool_id, division_id, start, end, gpus in read_rows(
         holding_allocations()
         .filter(pool_id__in=pool_ids, end__gt=origin, project__team__division_id__in=division_ids)
         .values_list("pool_id", "project__team__division_id", "start", "end", "gpus")
@@ -368,14 +368,50 @@ def _impact_sentence(outcome, now) -> tuple[str, str]:
     return "never", f"It would wait: {outcome.reason}."
 
 
+def _as_change(r, now: datetime):
+    """The approved change a request would become (what approving it now adds to the queue)."""
+    from allocator import forecast
+    from allocator.models import Priority
+
+    division = r.project.team.division
+    return forecast.SimChange(
+        pk=-r.pk,  # not a change id: changes have positive ids
+        priority=int(Priority[r.priority.upper()]),
+        approved_at=now,
+        kind=r.kind,
+        target_allocation_id=r.target_allocation_id,
+        gpus=r.gpus,
+        start=r.start,
+        end=r.end,
+        flexible_start=r.flexible_start,
+        executive_reviewed=r.needs_executive,
+        division_id=division.pk,
+        label=forecast._label(r.project.name, r.project.confidential),
+        status="pending",
+        division_name=division.name,
+    )
+
+
+def _impact_key(extra, version: str, pool_id: int) -> str:
+    import hashlib
+
+    fields = {k: v for k, v in extra.__dict__.items() if k != "approved_at"}
+    digest = hashlib.sha1(f"{version}|{sorted(fields.items())!r}".encode()).hexdigest()
+    return f"impact:{pool_id}:{digest}"
+
+
 def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int, ApprovalImpact]:
     """For requests awaiting a decision: the division's share before and after (share_effects),
     whether approving now would allocate it at once, from a later date, or leave it waiting —
     and which waiting requests it would delay and by how much. Simulates each request's pool
-    with and without it (allocator/forecast.py). Queries: share effects (3), the pools' rows
-    (6), the delayed requests visible to the user (2), whatever the number of requests."""
+    without it (once per pool) and with it (allocator/forecast.py), both at the same instant.
+    Cached per pool version (allocator.forecast.pool_versions: any write the forecast reads
+    changes it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
+    share effects (3), the pool versions (1), on a cache miss the pools' rows (6), the delayed
+    requests visible to the user (2), whatever the number of requests."""
+    from django.core.cache import cache
+
     from allocator import forecast
-    from allocator.models import Priority
 
     requests = [
         r
@@ -386,56 +422,52 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
         return {}
     now = now or timezone.now()
     effects = share_effects(requests, now=now)
-    states = forecast.load_pools({r.pool_id for r in requests}, now=now)
-    baseline = {pid: forecast.simulate(state, now=now) for pid, state in states.items()}
-    impacts: dict[int, tuple] = {}
-    delayed_changes: set[int] = set()
-    for r in requests:
-        state = states[r.pool_id]
-        key = -r.pk  # not a change id: changes have positive ids
-        division = r.project.team.division
-        extra = forecast.SimChange(
-            pk=key,
-            priority=int(Priority[r.priority.upper()]),
-            approved_at=now,
-            kind=r.kind,
-            target_allocation_id=r.target_allocation_id,
-            gpus=r.gpus,
-            start=r.start,
-            end=r.end,
-            flexible_start=r.flexible_start,
-            executive_reviewed=r.needs_executive,
-            division_id=division.pk,
-            label=forecast._label(r.project.name, r.project.confidential),
-            status="pending",
-            division_name=division.name,
+    versions = forecast.pool_versions({r.pool_id for r in requests})
+    extras = {r.pk: _as_change(r, now) for r in requests}
+    keys = {
+        r.pk: _impact_key(extras[r.pk], versions.get(r.pool_id, ""), r.pool_id) for r in requests
+    }
+    cached = cache.get_many(list(set(keys.values())))
+    missing = [r for r in requests if keys[r.pk] not in cached]
+    if missing:
+        states = forecast.load_pools({r.pool_id for r in missing}, now=now)
+        baseline = {pid: forecast.simulate(state, now=now) for pid, state in states.items()}
+        fresh = {}
+        for r in missing:
+            state, extra = states[r.pool_id], extras[r.pk]
+            with_it = forecast.simulate(state.with_changes(extra=[extra]), now=now)
+            delays = []
+            for change_id, o in baseline[r.pool_id].outcomes.items():
+                after = with_it.outcomes.get(change_id)
+                if o.kind != "allocated" or after is None:
+                    continue
+                if after.kind != "allocated" or after.start > o.start:
+                    delays.append((change_id, o.start, after.start if after.allocated else None))
+            delays.sort(key=lambda d: (d[2] is not None, d[1]))
+            delayed = {d[0] for d in delays}
+            labels = {c.pk: c.label for c in state.changes if c.pk in delayed}
+            outcome = with_it.outcomes[extra.pk]
+            kind, sentence = _impact_sentence(outcome, now)
+            fresh[keys[r.pk]] = (kind, sentence, outcome.start, delays, labels)
+        cache.set_many(fresh, forecast.CACHE_SECONDS)
+        cached.update(fresh)
+    delayed_changes = {d[0] for key in keys.values() for d in cached[key][3]}
+    visible = (
+        dict(
+            requests_visible_to(user)
+            .filter(change_id__in=delayed_changes)
+            .values_list("change_id", "pk")
         )
-        with_it = forecast.simulate(state.with_changes(extra=[extra]), now=now)
-        before = baseline[r.pool_id]
-        delays = []
-        for change_id, o in before.outcomes.items():
-            after = with_it.outcomes.get(change_id)
-            if o.kind != "allocated" or after is None:
-                continue
-            if after.kind != "allocated" or after.start > o.start:
-                delays.append((change_id, o.start, after.start if after.allocated else None))
-        delays.sort(key=lambda d: (d[2] is not None, d[1]))
-        delayed_changes.update(d[0] for d in delays)
-        impacts[r.pk] = (with_it.outcomes[key], delays)
-    visible = dict(
-        requests_visible_to(user)
-        .filter(change_id__in=delayed_changes)
-        .values_list("change_id", "pk")
+        if delayed_changes
+        else {}
     )
-    labels = {c.pk: c.label for s in states.values() for c in s.changes if c.pk in delayed_changes}
     result = {}
     for r in requests:
-        outcome, delays = impacts[r.pk]
-        kind, sentence = _impact_sentence(outcome, now)
+        kind, sentence, start, delays, labels = cached[keys[r.pk]]
         result[r.pk] = ApprovalImpact(
             effect=effects.get(r.pk),
             outcome=kind,
-            start=outcome.start,
+            start=start,
             sentence=sentence,
             delays=[
                 Delay(

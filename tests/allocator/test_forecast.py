@@ -230,7 +230,7 @@ def test_rows_read_with_the_c_loader_are_the_orm_rows(make_change, pool, project
         AllocationChange.objects.values_list("id", "approved_at", "start", "end", "status"),
     ):
         # when read by the forecast's loader and by the ORM
-        fast, orm = forecast._rows(qs.order_by("id")), list(qs.order_by("id"))
+        fast, orm = forecast.read_rows(qs.order_by("id")), list(qs.order_by("id"))
         # then the rows are equal, down to the time zone object
         assert fast == orm and fast
         assert [type(v) for v in fast[0]] == [type(v) for v in orm[0]]
