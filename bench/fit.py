@@ -14,9 +14,11 @@ from .stats import median, percentile
 
 
 def run(*, pool_id: int, repeats: int, log) -> list[dict]:
-    from allocator import selectors
+    from allocator import forecast, selectors
+    from allocator.models import Pool
 
     now = timezone.now()
+    pool_ids = list(Pool.objects.values_list("pk", flat=True))
     timeline = selectors.pool_timeline(pool_id)
     capacity = max(step.capacity for step in timeline.steps)
     # A small ask that fits soon, and one too big to fit now (earliest_start has to search).
@@ -31,6 +33,8 @@ def run(*, pool_id: int, repeats: int, log) -> list[dict]:
                 pool_id, max(1, capacity // 2), now + timedelta(hours=1), now + timedelta(days=14)
             ),
         ),
+        # Every pool's forecast, from the database, no cache (docs/performance.md, Forecast).
+        ("forecast all waiting requests", lambda: len(forecast.forecast_pools(pool_ids))),
     ]
     rows = []
     for name, call in cases:
@@ -44,12 +48,12 @@ def run(*, pool_id: int, repeats: int, log) -> list[dict]:
             answer = call()
         row = {
             "name": name,
-            "pool": pool_id,
+            "pool": "all" if name.startswith("forecast") else pool_id,
             "median_ms": median(times),
             "p95_ms": percentile(times, 95),
             "queries": len(captured.captured_queries),
             "answer": str(answer),
         }
-        log(f"{name} on pool {pool_id}: {row['median_ms']:.2f} ms, {row['queries']} queries")
+        log(f"{name} on pool {row['pool']}: {row['median_ms']:.2f} ms, {row['queries']} queries")
         rows.append(row)
     return rows
