@@ -200,7 +200,11 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
         assert "error" not in row, row
         for key in ("median_ms", "p95_ms", "ratio", "queries"):
             assert _number(row[key]), (row["name"], key, row.get(key))
-    assert [r["name"] for r in results["fit"]] == ["fits", "earliest_start"]
+    assert [r["name"] for r in results["fit"]] == [
+        "fits",
+        "earliest_start",
+        "forecast all waiting requests",
+    ]
     assert all(_number(r["median_ms"]) and _number(r["queries"]) for r in results["fit"])
     (tp,) = results["throughput"]
     assert tp["workers"] == 1 and tp["applied"] == tp["changes"] == 6
