@@ -206,6 +206,8 @@ class Allocation(models.Model):
             models.Index(fields=["pool", "end", "start"]),
             models.Index(fields=["project", "end"]),
             models.Index(fields=["state", "end"]),
+            # The API list's default order (newest start first), read from the index with a LIMIT.
+            models.Index(fields=["-start", "-id"], name="allocation_recent"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(gpus__gt=0), name="allocation_gpus_positive"),

@@ -379,6 +379,10 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
                     else []
                 ),
                 submitted_at=submitted,
+                stage_entered_at={
+                    "pending_division": submitted,
+                    "pending_executive": submitted + timedelta(hours=6) if submitted else None,
+                }.get(status),
                 approved_at=submitted + timedelta(days=1) if approved else None,
                 change_id=change_id,
                 created_at=submitted or now,

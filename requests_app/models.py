@@ -73,6 +73,9 @@ class ComputeRequest(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     approved_at = models.DateTimeField(null=True, blank=True)
+    # When the request entered the review stage it waits in (set by the workflow on every move to
+    # pending_division or pending_executive): the approvals inbox lists the oldest first.
+    stage_entered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -81,6 +84,10 @@ class ComputeRequest(models.Model):
             models.Index(fields=["requester", "-created_at"]),
             models.Index(fields=["pool", "status"]),
             models.Index(fields=["project", "status"]),
+            # The list page and the API list: newest first, read from the index with a LIMIT.
+            models.Index(fields=["-created_at", "-id"], name="request_recent"),
+            # The approvals inbox: the requests of one review stage, oldest first.
+            models.Index(fields=["status", "stage_entered_at", "id"], name="request_stage_age"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(gpus__gt=0), name="request_gpus_positive"),

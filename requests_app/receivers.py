@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+from django.utils import timezone
+
 from audit.services import audit_record
 
 from .models import ApprovalStep, ComputeRequest
@@ -66,7 +68,9 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
     if outcome == "needs_review":
         req.needs_executive = True
         req.executive_reasons = reasons
-        fields += ["needs_executive", "executive_reasons"]
+        # Back in a review stage: the inbox counts its age from now.
+        req.stage_entered_at = timezone.now()
+        fields += ["needs_executive", "executive_reasons", "stage_entered_at"]
         message += (": it " + "; it ".join(reasons) + ".") if reasons else "."
     elif outcome == "failed":
         message += (": " + "; ".join(reasons)) if reasons else "."

@@ -368,12 +368,19 @@ def _notify_executives(req: ComputeRequest, *, exclude=()) -> None:
     )
 
 
+PENDING_STAGES = (Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE)
+
+
 def _move(req: ComputeRequest, target: str, *, actor, action: str, message: str, extra=None):
     """Set the status of a locked request and write its one audit row."""
     if not can_move(req.status, target):  # the workflow table is the last word
         raise Conflict(f"A request cannot go from {req.status} to {target}.")
     before = {"status": req.status}
     req.status = target
+    if target in PENDING_STAGES:  # the inbox lists the oldest first (callers save the field)
+        req.stage_entered_at = (
+            req.submitted_at if target == Status.PENDING_DIVISION else timezone.now()
+        )
     audit_record(
         actor=actor,
         action=action,
@@ -413,6 +420,7 @@ def request_submit(*, user, request_id: int) -> ComputeRequest:
             "needs_executive",
             "executive_reasons",
             "submitted_at",
+            "stage_entered_at",
             "start",
             "gpus",
             "updated_at",
@@ -516,6 +524,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
     if decision == ApprovalStep.Decision.APPROVED:
         if stage == Stage.DIVISION and req.needs_executive:
             target = Status.PENDING_EXECUTIVE
+            update_fields.append("stage_entered_at")
         else:
             target = Status.APPROVED
             req.approved_at = timezone.now()

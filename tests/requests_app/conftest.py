@@ -52,12 +52,17 @@ def make_request(requester, project, pool, second_lead):
         fields.setdefault("pool", pool)
         if needs_executive is None:
             needs_executive = status == Status.PENDING_EXECUTIVE
+        submitted_at = None if status == Status.DRAFT else timezone.now() - timedelta(hours=3)
+        fields.setdefault(
+            "stage_entered_at",
+            submitted_at if status in (Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE) else None,
+        )
         req = factories.ComputeRequestFactory(
             status=status,
             round=0 if status == Status.DRAFT else 1,
             needs_executive=needs_executive,
             executive_reasons=["is marked urgent"] if needs_executive else [],
-            submitted_at=None if status == Status.DRAFT else timezone.now() - timedelta(hours=3),
+            submitted_at=submitted_at,
             **fields,
         )
         decider = division_decider or second_lead

@@ -261,7 +261,9 @@ def test_inbox_oldest_first_and_only_my_stage(
 ):
     # given
     old = make_request(Status.PENDING_DIVISION)
-    ComputeRequest.objects.filter(pk=old.pk).update(submitted_at=factories.in_days(-5))
+    ComputeRequest.objects.filter(pk=old.pk).update(
+        submitted_at=factories.in_days(-5), stage_entered_at=factories.in_days(-5)
+    )
     new = make_request(Status.PENDING_DIVISION)
     at_exec = make_request(Status.PENDING_EXECUTIVE)
     foreign = make_request(
