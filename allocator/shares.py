@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -150,6 +150,216 @@ def summed_timeline(forecasts: dict[int, PoolForecast], origin: datetime) -> Tim
     return Timeline(origin, changes, spans)
 
 
+# --- summaries computed in PostgreSQL (the whole-lab pages) ---------------------------------
+#
+# The overview, the balance page and the divisions API need, for every pool, a handful of numbers
+# (capacity now and at most, each division's holding now and at its peak over the horizon) and one
+# chart series. Building 500 timelines in Python from ~15,000 rows took ~0.3-0.5 s at lab scale;
+# the same sweep as `Timeline` (events at start/end instants, summed per instant, running sums in
+# order) runs in PostgreSQL and returns a few hundred rows. tests/allocator/test_summaries.py
+# checks every figure against the Timeline on generated pools.
+
+_HOLDING = """
+    SELECT a.id, a.pool_id, t.division_id, a.project_id, a.state,
+           greatest(a.start, %(origin)s) AS s, a.start, a."end" AS e, a.gpus
+    FROM allocator_allocation a
+    JOIN org_project p ON p.id = a.project_id
+    JOIN org_team t ON t.id = p.team_id
+    WHERE a.pool_id = ANY(%(ids)s) AND a.state = ANY(%(states)s)
+      AND a."end" > %(origin)s AND a.start < %(until)s
+"""
+
+_CAPACITY_SQL = """
+    WITH c AS (
+        SELECT pool_id, greatest(effective_at, %(origin)s) AS at, sum(delta) AS d
+        FROM allocator_capacitychange WHERE pool_id = ANY(%(ids)s) GROUP BY 1, 2
+    ), run AS (
+        SELECT pool_id, at, sum(d) OVER (PARTITION BY pool_id ORDER BY at) AS cap FROM c
+    )
+    SELECT pool_id, max(cap) FILTER (WHERE at = %(origin)s), max(cap) FROM run GROUP BY pool_id
+"""
+
+_HOLDINGS_SQL = f"""
+    WITH a AS ({_HOLDING}), ev AS (
+        SELECT pool_id, division_id, at, sum(d) AS d FROM (
+            SELECT pool_id, division_id, s AS at, gpus AS d FROM a
+            UNION ALL
+            SELECT pool_id, division_id, e, -gpus FROM a
+        ) x GROUP BY 1, 2, 3
+    ), run AS (
+        SELECT pool_id, division_id, at,
+               sum(d) OVER (PARTITION BY pool_id, division_id ORDER BY at) AS held
+        FROM ev
+    )
+    SELECT pool_id, division_id,
+           coalesce(max(held) FILTER (WHERE at = %(origin)s), 0),
+           coalesce(max(held) FILTER (WHERE at < %(until)s), 0)
+    FROM run GROUP BY 1, 2
+"""
+
+# reclaim_candidates in SQL, for the (pool, division) pairs above their share: the division's
+# active allocations, largest first, then latest end, then highest id, while the GPUs taken so far
+# do not cover the excess.
+_RECLAIM_SQL = f"""
+    WITH want AS (
+        SELECT * FROM unnest(%(want_pool)s::bigint[], %(want_division)s::bigint[],
+                             %(want_excess)s::bigint[]) AS w(pool_id, division_id, excess)
+    ), a AS ({_HOLDING}), c AS (
+        SELECT a.*, w.excess, sum(a.gpus) OVER (
+            PARTITION BY a.pool_id, a.division_id ORDER BY a.gpus DESC, a.e DESC, a.id DESC
+        ) AS covered
+        FROM a JOIN want w ON w.pool_id = a.pool_id AND w.division_id = a.division_id
+        WHERE a.state = 'active'
+    )
+    SELECT c.id, c.pool_id, c.division_id, c.project_id, p.name, p.confidential, p.team_id,
+           c.state, c.start, c.e, c.gpus
+    FROM c JOIN org_project p ON p.id = c.project_id
+    WHERE c.covered - c.gpus < c.excess
+    ORDER BY c.pool_id, c.division_id, c.gpus DESC, c.e DESC, c.id DESC
+"""
+
+# One row per day of the window that has events: the lowest capacity and the highest holding
+# among its steps, the first step's instant and the values in force at the end of the day.
+_DAILY_SQL = f"""
+    WITH a AS ({_HOLDING}), ev AS (
+        SELECT at, sum(dc) AS dc, sum(dh) AS dh FROM (
+            SELECT greatest(effective_at, %(origin)s) AS at, delta AS dc, 0 AS dh
+            FROM allocator_capacitychange
+            WHERE pool_id = ANY(%(ids)s) AND effective_at < %(until)s
+            UNION ALL SELECT s, 0, gpus FROM a
+            UNION ALL SELECT e, 0, -gpus FROM a WHERE e < %(until)s
+        ) x GROUP BY at
+    ), run AS (
+        SELECT at, sum(dc) OVER w AS cap, sum(dh) OVER w AS held FROM ev WINDOW w AS (ORDER BY at)
+    )
+    SELECT floor(extract(epoch FROM at - %(origin)s) / 86400)::int AS day,
+           min(at), min(cap), max(held),
+           (array_agg(cap ORDER BY at DESC))[1], (array_agg(held ORDER BY at DESC))[1]
+    FROM run GROUP BY 1 ORDER BY 1
+"""
+
+
+def _params(ids, origin: datetime, until: datetime, **extra) -> dict:
+    from .selectors import HOLDING_STATES
+
+    return {
+        "ids": list(ids),
+        "origin": origin,
+        "until": until,
+        "states": [str(s) for s in HOLDING_STATES],
+        **extra,
+    }
+
+
+def _rows(sql: str, params: dict) -> list[tuple]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+@dataclass
+class PoolSummary:
+    """What a pool's forecast says about now and the horizon, without its timeline: the same
+    numbers as PoolForecast (capacity_now, held_now, max_capacity, division_held_now,
+    division_peak), from PostgreSQL."""
+
+    pool: Pool
+    origin: datetime
+    until: datetime
+    capacity_now: int
+    max_capacity: int
+    division_now: dict[int, int]
+    division_peaks: dict[int, int]
+
+    @property
+    def held_now(self) -> int:
+        return sum(self.division_now.values())
+
+    def division_held_now(self, division_id: int) -> int:
+        return self.division_now.get(division_id, 0)
+
+    def division_peak(self, division_id: int) -> int:
+        return self.division_peaks.get(division_id, 0)
+
+
+def pool_summaries(
+    pools=None, *, origin: datetime | None = None, until: datetime | None = None
+) -> dict[int, PoolSummary]:
+    """Capacity now and at most, and each division's holding now and peak over [origin, until)
+    (default now and the horizon), of the given pools (default all). Two queries."""
+    origin = origin or timezone.now()
+    until = until or origin + horizon()
+    pools = list(pools if pools is not None else Pool.objects.all())
+    params = _params([p.pk for p in pools], origin, until)
+    capacity = {pid: (now or 0, most or 0) for pid, now, most in _rows(_CAPACITY_SQL, params)}
+    now_of: dict[int, dict[int, int]] = defaultdict(dict)
+    peak_of: dict[int, dict[int, int]] = defaultdict(dict)
+    for pool_id, division_id, now, peak in _rows(_HOLDINGS_SQL, params):
+        now_of[pool_id][division_id] = int(now)
+        peak_of[pool_id][division_id] = int(peak)
+    result = {}
+    for pool in pools:
+        now, most = capacity.get(pool.pk, (0, 0))
+        result[pool.pk] = PoolSummary(
+            pool=pool,
+            origin=origin,
+            until=until,
+            capacity_now=int(now),
+            # Steps from the origin on: the capacity now, or any later one.
+            max_capacity=int(max(now, most)),
+            division_now=now_of[pool.pk],
+            division_peaks=peak_of[pool.pk],
+        )
+    return result
+
+
+def reclaim_lists(
+    wanted: dict[tuple[int, int], int], *, origin: datetime, until: datetime
+) -> dict[tuple[int, int], list[HeldRow]]:
+    """{(pool id, division id): excess GPUs} -> the allocations compute ops would reclaim to
+    cover each excess (`reclaim_candidates`' rule), in one query."""
+    wanted = {k: v for k, v in wanted.items() if v > 0}
+    result: dict[tuple[int, int], list[HeldRow]] = defaultdict(list)
+    if not wanted:
+        return result
+    keys = list(wanted)
+    params = _params(
+        sorted({p for p, _ in keys}),
+        origin,
+        until,
+        want_pool=[p for p, _ in keys],
+        want_division=[d for _, d in keys],
+        want_excess=[wanted[k] for k in keys],
+    )
+    for row in _rows(_RECLAIM_SQL, params):
+        result[(row[1], row[2])].append(HeldRow(*row))
+    return result
+
+
+def daily_load(pools, *, origin: datetime, days: int) -> list[tuple[datetime, int, int]]:
+    """(day start, lowest capacity, highest holding) for each of `days` days from `origin`, the
+    given pools summed — what `common.charts.daily_points` draws from a (summed) timeline, in one
+    query."""
+    until = origin + timedelta(days=days)
+    params = _params([p.pk for p in pools], origin, until)
+    by_day = {row[0]: row[1:] for row in _rows(_DAILY_SQL, params)}
+    capacity, held = 0, 0  # in force before the first event
+    out = []
+    for d in range(days):
+        start = origin + timedelta(days=d)
+        if d in by_day:
+            first_at, low, high, last_capacity, last_held = by_day[d]
+            if first_at > start:  # the step in force at the day's start counts too
+                low, high = min(low, capacity), max(high, held)
+            out.append((start, int(low), int(high)))
+            capacity, held = last_capacity, last_held
+        else:
+            out.append((start, int(capacity), int(held)))
+    return out
+
+
 # --- balance --------------------------------------------------------------------------------
 
 
@@ -178,7 +388,7 @@ class ShareRow:
 
 @dataclass(frozen=True)
 class PoolBalance:
-    forecast: PoolForecast
+    forecast: PoolSummary  # capacity now and at most
     rows: list[ShareRow]
 
     @property
@@ -227,15 +437,55 @@ def _share_row(forecast: PoolForecast, division: Division, share: int) -> ShareR
     )
 
 
+def _rows_of(
+    summaries: dict[int, PoolSummary],
+    pairs: list[tuple[Pool, Division]],
+    shares: dict[tuple[int, int], int],
+    *,
+    with_reclaim: bool = True,
+) -> dict[tuple[int, int], ShareRow]:
+    """ShareRows of (pool, division) pairs from the pools' summaries: one more query for the
+    allocations to reclaim where a division stands above its share (unless `with_reclaim` is
+    false: then `reclaim` is left empty)."""
+    excess = {}
+    for pool, division in pairs:
+        summary = summaries[pool.pk]
+        excess[(pool.pk, division.pk)] = summary.division_peak(division.pk) - shares.get(
+            (division.pk, pool.pk), 0
+        )
+    any_summary = next(iter(summaries.values()), None)
+    reclaims = (
+        reclaim_lists(excess, origin=any_summary.origin, until=any_summary.until)
+        if any_summary is not None and with_reclaim
+        else {}
+    )
+    rows = {}
+    for pool, division in pairs:
+        summary = summaries[pool.pk]
+        share = shares.get((division.pk, pool.pk), 0)
+        rows[(pool.pk, division.pk)] = ShareRow(
+            division=division,
+            pool=pool,
+            share=share,
+            share_percent=_percent(share, summary.capacity_now),
+            held_now=summary.division_held_now(division.pk),
+            peak=summary.division_peak(division.pk),
+            reclaim=reclaims.get((pool.pk, division.pk), []),
+        )
+    return rows
+
+
 def balance(
     *,
     origin: datetime | None = None,
     pools=None,
-    forecasts: dict[int, PoolForecast] | None = None,
+    summaries: dict[int, PoolSummary] | None = None,
+    with_reclaim: bool = True,
 ) -> list[PoolBalance]:
     """Every pool (or the given ones) with every division's share, holding now and peak over
-    the horizon. Five queries: pools, divisions, shares, capacity changes, allocations — three
-    when the caller already has the pools and their forecasts."""
+    the horizon. Six queries at most: pools, divisions, shares, the pools' summaries (2), the
+    allocations to reclaim where a division is above its share — three when the caller already
+    has the pools and their summaries and needs no reclaim lists (`with_reclaim=False`)."""
     origin = origin or timezone.now()
     pools = list(pools if pools is not None else Pool.objects.all())
     divisions = list(Division.objects.all())
@@ -245,21 +495,20 @@ def balance(
             "division_id", "pool_id", "gpus"
         )
     }
-    if forecasts is None:
-        forecasts = pool_forecasts(pools, origin=origin)
-    result = []
-    for pool in pools:
-        forecast = forecasts[pool.pk]
-        rows = []
-        for division in divisions:
-            rows.append(_share_row(forecast, division, shares.get((division.pk, pool.pk), 0)))
-        result.append(PoolBalance(forecast=forecast, rows=rows))
-    return result
+    if summaries is None:
+        summaries = pool_summaries(pools, origin=origin)
+    rows = _rows_of(
+        summaries, [(p, d) for p in pools for d in divisions], shares, with_reclaim=with_reclaim
+    )
+    return [
+        PoolBalance(forecast=summaries[pool.pk], rows=[rows[(pool.pk, d.pk)] for d in divisions])
+        for pool in pools
+    ]
 
 
 def division_holdings(divisions, *, origin: datetime | None = None) -> dict[int, list[ShareRow]]:
     """Shares, holdings now and peaks of the given divisions in every pool (for the API).
-    Four queries: pools, shares, capacity changes, allocations."""
+    Five queries at most: pools, shares, the pools' summaries (2), the allocations to reclaim."""
     origin = origin or timezone.now()
     divisions = list(divisions)
     pools = list(Pool.objects.all())
@@ -269,15 +518,9 @@ def division_holdings(divisions, *, origin: datetime | None = None) -> dict[int,
             division_id__in=[d.pk for d in divisions]
         ).values_list("division_id", "pool_id", "gpus")
     }
-    forecasts = pool_forecasts(pools, origin=origin)
-    result = {}
-    for division in divisions:
-        rows = []
-        for pool in pools:
-            share = shares.get((division.pk, pool.pk), 0)
-            rows.append(_share_row(forecasts[pool.pk], division, share))
-        result[division.pk] = rows
-    return result
+    summaries = pool_summaries(pools, origin=origin)
+    rows = _rows_of(summaries, [(p, d) for d in divisions for p in pools], shares)
+    return {d.pk: [rows[(p.pk, d.pk)] for p in pools] for d in divisions}
 
 
 # --- the executive decision -----------------------------------------------------------------

@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from allocator.models import Allocation, CapacityChange, Pool
 from allocator.selectors import horizon, pools_status
-from allocator.shares import balance, pool_forecasts, summed_timeline
-from common.charts import Bar, bar_chart, daily_points, step_chart, weekly_rows
+from allocator.shares import balance, daily_load, pool_summaries
+from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
 from org.roles import roles_of
 from requests_app.models import ComputeRequest
 from requests_app.selectors import inbox_for
@@ -42,7 +42,8 @@ def _selected_pool(raw: str | None, pools: list[Pool]) -> Pool | None:
 def overview(request):
     """The landing page (PRODUCT.md section 5). A bounded number of queries whatever the number
     of pools, allocations or requests: every per-pool figure comes from bulk reads
-    (pools_status: 3 queries, pool_forecasts: 2, shares: 2) and every list is capped."""
+    (pools_status: 3 queries, pool_summaries: 2, the chart series: 1, shares: 2) and every list
+    is capped. The sums are made in PostgreSQL (allocator.shares)."""
     now = timezone.now()
     user = request.user
     roles = roles_of(user)
@@ -50,15 +51,16 @@ def overview(request):
 
     pools = list(Pool.objects.all())
     statuses = pools_status(pools, at=now)
-    forecasts = pool_forecasts(pools, origin=now, until=now + timedelta(days=days))
+    summaries = pool_summaries(pools, origin=now, until=now + timedelta(days=days))
 
     # Capacity against commitments: one pool (?pool=<id>) or all pools summed.
     chosen = _selected_pool(request.GET.get("pool"), pools)
-    if chosen is not None:
-        timeline, scope = forecasts[chosen.pk].timeline, chosen.name
-    else:
-        timeline, scope = summed_timeline(forecasts, now), "all pools"
-    points = daily_points(timeline, now, days) if pools else []
+    scope = chosen.name if chosen is not None else "all pools"
+    points = (
+        [Point(*p) for p in daily_load([chosen] if chosen else pools, origin=now, days=days)]
+        if pools
+        else []
+    )
     capacity_chart = step_chart(
         points,
         id_prefix="capacity-chart",
@@ -71,7 +73,9 @@ def overview(request):
     )
 
     # Each division's holding against its share, per pool (or only the chosen pool).
-    balances = balance(origin=now, pools=[chosen] if chosen else pools, forecasts=forecasts)
+    balances = balance(
+        origin=now, pools=[chosen] if chosen else pools, summaries=summaries, with_reclaim=False
+    )
     share_rows = [row for pb in balances for row in pb.rows]
     holdings_chart = bar_chart(
         [
@@ -79,7 +83,7 @@ def overview(request):
                 label=f"{row.pool.name} · {row.division.name}",
                 value=row.held_now,
                 reference=row.share,
-                scale=forecasts[row.pool.pk].capacity_now,
+                scale=summaries[row.pool.pk].capacity_now,
             )
             for row in share_rows
         ],

@@ -166,8 +166,8 @@ def test_bounded_queries(
     _lab(n_pools, team, other_team, research, applications)
     client.force_login(executive)
     # when / then: session, user, role grants, memberships, pools, divisions, shares,
-    # capacity changes, allocations, unread notifications
-    with django_assert_num_queries(10):
+    # pool summaries (capacity, holdings), allocations to reclaim, unread notifications
+    with django_assert_num_queries(11):
         response = client.get(URL)
     assert response.status_code == 200
     assert response.content.decode().count("over by 10") == n_pools

@@ -240,9 +240,10 @@ def test_bounded_queries(
     _lab(n_pools, team, other_team, research, requester, project)
     user = request.getfixturevalue(persona)
     client.force_login(user)
-    # when / then: session, user, role grants, memberships, pools, pools_status (3), forecast
-    # (2), divisions, shares, arrivals, expiries, my requests, [approvals count], unread count
-    expected = 16 if persona == "requester" else 17
+    # when / then: session, user, role grants, memberships, pools, pools_status (3), pool
+    # summaries (2), the chart series, divisions, shares, arrivals, expiries, my requests,
+    # [approvals count], unread count
+    expected = 17 if persona == "requester" else 18
     with django_assert_num_queries(expected):
         response = client.get(URL)
     assert response.status_code == 200

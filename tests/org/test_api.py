@@ -308,8 +308,9 @@ def _lab(n, research, applications):
 @pytest.mark.parametrize(
     ("url", "queries"),
     [
-        # count, page, + pools, shares, capacity changes, allocations
-        ("/api/v1/divisions/", 6),
+        # count, page, + pools, shares, pool summaries (capacity, holdings), allocations to
+        # reclaim (the lab's divisions stand above their shares)
+        ("/api/v1/divisions/", 7),
         # count, page, members (prefetch)
         ("/api/v1/teams/", 3),
         # roles (2), count, page

@@ -1,0 +1,170 @@
+"""The whole-lab pages' sums made in PostgreSQL (allocator.shares.pool_summaries, reclaim_lists,
+daily_load) give the same numbers as the Timeline the engine uses (pool_forecasts,
+reclaim_candidates, common.charts.daily_points), on generated pools: past and future capacity
+changes, allocations in every state starting before, at and after the origin, instants shared
+by several events and events exactly on day boundaries."""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from allocator.models import Allocation, CapacityChange
+from allocator.shares import (
+    balance,
+    daily_load,
+    pool_forecasts,
+    pool_summaries,
+    reclaim_candidates,
+    reclaim_lists,
+    summed_timeline,
+)
+from common.charts import daily_points
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+DAYS = 90
+
+
+def _lab(seed: int, origin):
+    rng = random.Random(seed)
+    divisions = [factories.DivisionFactory() for _ in range(3)]
+    teams = [factories.TeamFactory(division=d) for d in divisions for _ in range(2)]
+    projects = [factories.ProjectFactory(team=t) for t in teams for _ in range(2)]
+    pools = [factories.PoolFactory(capacity=rng.choice([64, 128, 256])) for _ in range(3)]
+    # Instants reused on purpose: the origin, whole days from it, and a few shared ones.
+    shared = [
+        origin + timedelta(days=rng.randint(-20, 120), hours=rng.randint(0, 23)) for _ in range(6)
+    ]
+
+    def instant():
+        kind = rng.random()
+        if kind < 0.15:
+            return origin
+        if kind < 0.35:
+            return origin + timedelta(days=rng.randint(-10, 100))
+        if kind < 0.55:
+            return rng.choice(shared)
+        return origin + timedelta(minutes=rng.randint(-40 * 1440, 110 * 1440))
+
+    for pool in pools:
+        for _ in range(rng.randint(0, 5)):
+            delta = rng.choice([-32, -8, 8, 16, 64])
+            factories.CapacityChangeFactory(
+                pool=pool,
+                kind=CapacityChange.Kind.ARRIVAL if delta > 0 else CapacityChange.Kind.REPAIR,
+                delta=delta,
+                effective_at=instant(),
+            )
+        for _ in range(rng.randint(5, 40)):
+            start = instant()
+            end = instant()
+            if end <= start:
+                end = start + timedelta(hours=rng.randint(1, 24 * 60))
+            factories.AllocationFactory(
+                pool=pool,
+                project=rng.choice(projects),
+                gpus=rng.choice([1, 4, 8, 16, 32]),
+                start=start,
+                end=end,
+                state=rng.choice(
+                    [Allocation.State.ACTIVE] * 4
+                    + [
+                        Allocation.State.ENDED,
+                        Allocation.State.RELEASED,
+                        Allocation.State.RECLAIMED,
+                    ]
+                ),
+            )
+    return pools, divisions, rng
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_summaries_match_the_timeline(seed):
+    # given
+    origin = timezone.now().replace(microsecond=0)
+    until = origin + timedelta(days=DAYS)
+    pools, divisions, rng = _lab(seed, origin)
+
+    # when
+    summaries = pool_summaries(pools, origin=origin, until=until)
+    forecasts = pool_forecasts(pools, origin=origin, until=until)
+
+    # then
+    for pool in pools:
+        s, f = summaries[pool.pk], forecasts[pool.pk]
+        assert (s.capacity_now, s.max_capacity, s.held_now) == (
+            f.capacity_now,
+            f.max_capacity,
+            f.held_now,
+        )
+        for d in divisions:
+            assert s.division_held_now(d.pk) == f.division_held_now(d.pk)
+            assert s.division_peak(d.pk) == f.division_peak(d.pk)
+
+    # and the allocations to reclaim, for excesses from nothing to more than the division holds
+    wanted = {(p.pk, d.pk): rng.choice([0, 1, 8, 20, 60, 10_000]) for p in pools for d in divisions}
+    lists = reclaim_lists(wanted, origin=origin, until=until)
+    for (pool_id, division_id), excess in wanted.items():
+        expected = reclaim_candidates(
+            forecasts[pool_id].held, division_id=division_id, excess=excess
+        )
+        assert lists.get((pool_id, division_id), []) == expected
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_daily_load_matches_the_chart_of_the_timeline(seed):
+    # given
+    origin = timezone.now().replace(microsecond=0)
+    pools, _, _ = _lab(seed, origin)
+    forecasts = pool_forecasts(pools, origin=origin, until=origin + timedelta(days=DAYS))
+
+    # when / then: all pools summed, and each pool alone
+    expected = daily_points(summed_timeline(forecasts, origin), origin, DAYS)
+    assert daily_load(pools, origin=origin, days=DAYS) == [
+        (p.at, p.capacity, p.held) for p in expected
+    ]
+    for pool in pools:
+        expected = daily_points(forecasts[pool.pk].timeline, origin, DAYS)
+        assert daily_load([pool], origin=origin, days=DAYS) == [
+            (p.at, p.capacity, p.held) for p in expected
+        ]
+
+
+def test_origin_with_microseconds_and_empty_pools():
+    # given a pool with nothing and a pool with one allocation, at an origin with microseconds
+    origin = timezone.now()
+    empty = factories.PoolFactory()
+    pool = factories.PoolFactory(capacity=16)
+    factories.AllocationFactory(pool=pool, gpus=4, start=origin, end=origin + timedelta(days=1))
+
+    # when
+    summaries = pool_summaries([empty, pool], origin=origin)
+    load = daily_load([empty, pool], origin=origin, days=3)
+
+    # then
+    assert (summaries[empty.pk].capacity_now, summaries[empty.pk].held_now) == (0, 0)
+    assert (summaries[pool.pk].capacity_now, summaries[pool.pk].held_now) == (16, 4)
+    assert [(c, h) for _, c, h in load] == [(16, 4), (16, 0), (16, 0)]
+
+
+def test_balance_queries_do_not_grow_with_the_lab(django_assert_num_queries, team):
+    # given a lab, then one twice its size (every division above its share: reclaim lists)
+    def grow():
+        for _ in range(3):
+            pool = factories.PoolFactory(capacity=64)
+            for _ in range(4):
+                factories.AllocationFactory(pool=pool, project__team=team, gpus=8)
+
+    grow()
+    with django_assert_num_queries(6):
+        small = balance()
+    grow()
+
+    # when / then
+    with django_assert_num_queries(6):
+        large = balance()
+    assert len(large) == 2 * len(small)
+    assert all(row.reclaim for pb in large for row in pb.rows if row.division == team.division)
