@@ -5,9 +5,3 @@ document.addEventListener("click", (event) => {
     event.preventDefault();
   }
 });
-document.addEventListener("DOMContentLoaded", () => {
-  const path = window.location.pathname;
-  document.querySelectorAll(".mainnav a[data-nav]").forEach((link) => {
-    if (path.startsWith(new URL(link.href).pathname)) link.setAttribute("aria-current", "page");
-  });
-});

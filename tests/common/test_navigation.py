@@ -86,3 +86,26 @@ def test_static_assets_are_served_locally(client, demo):
     html = client.get(reverse("overview")).content.decode()
     assert "http://" not in html.replace("http://testserver", "")
     assert "https://" not in html
+
+
+@pytest.mark.parametrize(
+    "username,url,current",
+    [
+        ("rlead", "/requests/inbox/", "Approvals"),
+        ("rita", "/requests/", "Requests"),
+        ("rita", "/requests/new/", "Requests"),
+        ("rita", "/pools/", "Pools"),
+        ("ops", "/ops/", "Ops console"),
+        ("exec", "/balance/", "Balance"),
+        ("rita", "/", "Overview"),
+    ],
+)
+def test_exactly_one_section_is_current(client, demo, username, url, current):
+    client.post(reverse("login"), {"username": username, "password": "demo"})
+    nav = nav_of(client.get(url).content.decode())
+    marked = [
+        chunk.split(">", 1)[1].split("<", 1)[0]
+        for chunk in nav.split("<a ")[1:]
+        if 'aria-current="page"' in chunk
+    ]
+    assert marked == [current]
