@@ -11,6 +11,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from common import security
+
 
 class Pagination(PageNumberPagination):
     page_size = 50
@@ -54,6 +56,7 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    _log_refusal(exc, context, response)
     if isinstance(exc, exceptions.ValidationError):
         errors = _as_field_errors(exc.detail)
         first = next(iter(errors.values()), ["Invalid input."])[0]
@@ -61,6 +64,22 @@ def exception_handler(exc, context):
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"detail": str(response.data["detail"]), "errors": {}}
     return response
+
+
+def _log_refusal(exc, context, response) -> None:
+    """Every refusal by policy (401/403/404) and every refused write (400) goes to the security
+    log with its reason; field names only for a validation failure, never the values sent."""
+    request = getattr(context.get("request"), "_request", None)
+    status_code = response.status_code
+    if request is None:
+        return
+    if not (security.is_refusal(request.method, status_code) or status_code == 404):
+        return
+    if isinstance(exc, exceptions.ValidationError):
+        reason = "invalid " + ", ".join(sorted(_as_field_errors(exc.detail))[:20])
+    else:
+        reason = str(getattr(exc, "detail", "") or exc)
+    security.log_refusal(request, status=status_code, reason=reason)
 
 
 def conflict(message: str) -> Response:

@@ -21,6 +21,7 @@ PAGE_SIZE = 25
 
 
 def _forbidden(request, reason: str):
+    request.security_reason = reason  # for the security log (common/security.py)
     html = render_to_string("requests_app/forbidden.html", {"reason": reason}, request=request)
     return HttpResponseForbidden(html)
 

@@ -40,6 +40,7 @@ MUST_BE_ZERO = {
     "idempotency-key duplicates created",
     "invariant violations",
     "schemathesis unique failures",
+    "denied actions without security-log entry",
 }
 
 _lock = threading.Lock()

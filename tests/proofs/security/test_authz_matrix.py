@@ -14,6 +14,7 @@ cell must leave the business tables exactly as they were."""
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 from django.db import transaction
@@ -256,10 +257,11 @@ def _listed(response, action, req) -> bool:
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_api_authorization_matrix(matrix_world, state):
+def test_api_authorization_matrix(matrix_world, state, caplog):
     # given one request of the team in `state`, and one the executive-researcher filed
     reqs = _requests_in(matrix_world, state)
     mismatches = []
+    caplog.set_level(logging.INFO, logger="security")
     for actor in ACTORS:
         user = matrix_world["users"].get(actor)
         client = APIClient()
@@ -269,6 +271,7 @@ def test_api_authorization_matrix(matrix_world, state):
         for action, table in EXPECTED.items():
             want = expected(table, actor, state)
             # when, in a savepoint rolled back afterwards
+            logged_before = len(caplog.records)
             with contextlib.suppress(Rollback), transaction.atomic():
                 before = business_state() if want not in (200, 201) else None
                 response = _call(client, action, matrix_world, target)
@@ -289,6 +292,7 @@ def test_api_authorization_matrix(matrix_world, state):
                     figures.add("authorization wrong denial code")
             if code == 403 and user is not None:
                 assert response.json()["detail"], f"{cell}: a 403 says why"
+            _check_security_log(code, caplog.records[logged_before:], cell, mismatches)
             if before is not None and state_diff(before, after):
                 figures.add("state changes caused by rejected input")
                 mismatches.append(f"{cell}: denied but changed {state_diff(before, after)}")
@@ -298,6 +302,18 @@ def test_api_authorization_matrix(matrix_world, state):
                     figures.add("BOLA leaks" if not should else "unexpected denies")
                     mismatches.append(f"{cell}: listed={not should}, want {should}")
     assert not mismatches, "\n".join(mismatches)
+
+
+def _check_security_log(code, records, cell, mismatches) -> None:
+    """A1 / ASVS 7.2.2: every denial (401/403/404) leaves one `security` entry."""
+    figures.add("denied actions without security-log entry", 0)
+    if code not in (401, 403, 404):
+        return
+    figures.add("denials checked for a security-log entry")
+    entries = [r for r in records if r.name == "security"]
+    if len(entries) != 1 or entries[0].security_event["status"] != code:
+        figures.add("denied actions without security-log entry")
+        mismatches.append(f"{cell}: {len(entries)} security-log entries, want 1")
 
 
 # --- Pages: the same rules through the HTML views ---
@@ -330,9 +346,10 @@ def _page_expectation(api_code, action):
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_page_authorization_matrix(client, matrix_world, state):
+def test_page_authorization_matrix(client, matrix_world, state, caplog):
     reqs = _requests_in(matrix_world, state)
     mismatches = []
+    caplog.set_level(logging.INFO, logger="security")
     for actor in ACTORS:
         user = matrix_world["users"].get(actor)
         client.logout()
@@ -343,6 +360,7 @@ def test_page_authorization_matrix(client, matrix_world, state):
             want_code, want_change = _page_expectation(
                 expected(EXPECTED[action], actor, state), action
             )
+            logged_before = len(caplog.records)
             with contextlib.suppress(Rollback), transaction.atomic():
                 before = business_state()
                 response = _page_call(client, action, target)
@@ -352,6 +370,7 @@ def test_page_authorization_matrix(client, matrix_world, state):
             count_5xx(response)
             code = response.status_code
             cell = f"page {actor} {action} on {state}: got {code}, want {want_code}"
+            _check_security_log(code, caplog.records[logged_before:], cell, mismatches)
             if code != want_code:
                 mismatches.append(cell)
                 figures.add("unexpected allows" if code in (200, 302) else "unexpected denies")
