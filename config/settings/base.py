@@ -84,6 +84,11 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A session stalled inside a transaction (a paused worker holding the pool lock, PROOFS.md F7) is
+# ended by PostgreSQL after this long, which releases its locks.
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+    f"-c idle_in_transaction_session_timeout={env.int('DB_IDLE_IN_TX_TIMEOUT_MS', default=60000)}"
+)
 # The app's own database role (audit/migrations/0003): only INSERT/SELECT on the audit trail and
 # the ledger. Set DATABASE_ROLE=allotment_app where the login role is a member of it.
 if env("DATABASE_ROLE", default=""):

@@ -35,11 +35,18 @@ CACHES = {
 }
 CELERY_TASK_ALWAYS_EAGER = False
 # Short limits so fault tests recover within seconds; still visibility > 2 x hard limit.
-CELERY_VISIBILITY_TIMEOUT = 20
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+# A test may start a worker with smaller ones (TEST_CELERY_*: the pause proof F7).
+CELERY_VISIBILITY_TIMEOUT = env.int("TEST_CELERY_VISIBILITY_TIMEOUT", default=20)
+# kombu scans for unacked messages older than the visibility timeout every interval x throttle
+# seconds (10 x 10 by default): scan every second, so redelivery follows the timeout closely.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
-CELERY_TASK_TIME_LIMIT = 8
-CELERY_TASK_SOFT_TIME_LIMIT = 6
+CELERY_TASK_TIME_LIMIT = env.int("TEST_CELERY_TASK_TIME_LIMIT", default=8)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("TEST_CELERY_TASK_SOFT_TIME_LIMIT", default=6)
 ALLOTMENT = {**ALLOTMENT, "RESEND_AFTER_SECONDS": 5}
 
 # A worker process started by a test must use the test database, not the configured one.

@@ -11,6 +11,8 @@ waiting for beat."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import signal
 import time
 
@@ -349,3 +351,166 @@ def test_f3_broker_restarts_lose_nothing_end_to_end(
     result = account(ids_a + ids_b)
     assert result["lost"] == [] and result["duplicates"] == [], result
     assert result["violations"] == []
+
+
+# --- F2(c): a worker asked to stop (SIGTERM, warm shutdown) while it runs a task ----------
+
+
+def test_f2c_warm_shutdown_with_a_running_task(live_crew, pool, project, requester):
+    # given a task that is inside its apply transaction (2 s) in whichever worker takes it
+    with _one_armed(
+        "in_tx_before_commit", "sleep:2", pool=pool, project=project, requester=requester
+    ) as (change, fault):
+        assert wait_for(lambda: fired(fault) == 1, RECOVERY), live_crew.logs()
+        victim = next(w for w in live_crew.workers if fault.last_pid in w.children())
+        # when its main process gets SIGTERM (what a service manager sends on stop)
+        os.kill(victim.pid, signal.SIGTERM)
+        victim.proc.wait(RECOVERY)  # warm shutdown: it waits for the running task
+        figures.add("warm shutdowns survived")
+        finished_by_victim = AllocationChange.objects.get(pk=change.pk).status == "applied"
+        figures.add("warm shutdowns that finished their task", int(finished_by_victim))
+        # then the task finished before the worker left, or its message comes back (the sweep
+        # stands in for beat) and the other worker applies it
+        if not finished_by_victim:
+            sweep_now()
+        assert wait_for(lambda: _applied([change.pk]), RECOVERY), live_crew.logs()
+    # and the stopped worker is started again and answers
+    live_crew.revive()
+    assert all(w.alive for w in live_crew.workers)
+    result = account([change.pk])
+    assert result["lost"] == [] and result["duplicates"] == [], result
+    assert result["violations"] == []
+
+
+# --- F7: pause nemesis (a worker stalls longer than the visibility timeout) ---------------
+
+# A dedicated pair on a private Redis with short limits (visibility >= 2 x hard time limit), so
+# the redelivery happens within seconds and the module's crew never sees these messages.
+F7_VISIBILITY = 10
+F7_ENV = {
+    "TEST_CELERY_VISIBILITY_TIMEOUT": str(F7_VISIBILITY),
+    "TEST_CELERY_TASK_TIME_LIMIT": "5",
+    "TEST_CELERY_TASK_SOFT_TIME_LIMIT": "4",
+}
+_DONE = re.compile(r"Task allocator\.tasks\.apply_change\[[^\]]+\] succeeded in [^:]+: (.*)")
+
+
+def _finished_applies(worker: Worker, offset: int) -> list[str]:
+    """Outcomes of the apply tasks `worker` finished since `offset` in its log."""
+    text = worker.log_path.read_text()[offset:] if worker.log_path.exists() else ""
+    return _DONE.findall(text)
+
+
+def _log_size(worker: Worker) -> int:
+    return len(worker.log_path.read_text()) if worker.log_path.exists() else 0
+
+
+def test_f7_paused_worker_past_the_visibility_timeout(
+    transactional_db, private_redis, pool, project, requester, monkeypatch
+):
+    from allocator.tasks import apply_change
+
+    # The sender puts the time limits in the message: send the pair's.
+    monkeypatch.setattr(apply_change, "time_limit", int(F7_ENV["TEST_CELERY_TASK_TIME_LIMIT"]))
+    monkeypatch.setattr(
+        apply_change, "soft_time_limit", int(F7_ENV["TEST_CELERY_TASK_SOFT_TIME_LIMIT"])
+    )
+    assert 2 * apply_change.time_limit <= F7_VISIBILITY
+    # given sessions stalled in a transaction are ended by PostgreSQL (bounds a paused holder)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone()[0] not in ("0", "0ms", "")
+    pair = [
+        Worker(name=name, extra_env={"TEST_REDIS_URL": private_redis.url, **F7_ENV})
+        for name in ("f7a", "f7b")
+    ]
+    offsets = {w.name: _log_size(w) for w in pair}
+    with use_broker(private_redis.url):
+        try:
+            from tests.support.workers import start_all
+
+            start_all(pair)
+            # and a task that waits inside its apply transaction (pool and change rows locked)
+            with _one_armed(
+                "in_tx_before_commit", "sleep:3.5", pool=pool, project=project, requester=requester
+            ) as (change, fault):
+                assert wait_for(lambda: fired(fault) == 1, RECOVERY), _pair_logs(pair)
+                holder = next(w for w in pair if fault.last_pid in w.children())
+                other = next(w for w in pair if w is not holder)
+                # when the holder is SIGSTOPped (main process and child) mid-transaction
+                os.killpg(holder.pid, signal.SIGSTOP)
+                try:
+                    assert pending([change.pk]) == [change.pk]  # stopped before its commit
+                    # and stays stopped past the visibility timeout, so Redis hands the same
+                    # message to the other worker, which finds the change locked: a no-op
+                    assert wait_for(
+                        lambda: _finished_applies(other, offsets[other.name]),
+                        F7_VISIBILITY + RECOVERY,
+                    ), _pair_logs(pair)
+                    figures.add("concurrent executions of the same change observed")
+                    assert _finished_applies(other, offsets[other.name]) == ["None"]
+                    assert pending([change.pk]) == [change.pk]
+                finally:
+                    # when the holder resumes (its hard time limit has passed: it is killed
+                    # or it commits, whichever its pool sees first)
+                    os.killpg(holder.pid, signal.SIGCONT)
+                figures.add("worker pauses survived")
+                figures.add("worker kills survived")
+                # then the change is applied exactly once: by the holder, or — if its
+                # transaction died — by whichever worker gets the re-sent message
+                wait_for(lambda: _applied([change.pk]), 5)
+                if not _applied([change.pk]):
+                    sweep_now()
+                assert wait_for(lambda: _applied([change.pk]), RECOVERY), _pair_logs(pair)
+        finally:
+            for w in pair:
+                w.kill()
+    result = account([change.pk])
+    assert result["lost"] == [] and result["duplicates"] == [], result
+    assert result["violations"] == []
+    assert invariants_over() == []
+
+
+def invariants_over() -> list[str]:
+    from tests.support import invariants
+
+    return invariants.over_allocations()
+
+
+def _pair_logs(pair) -> str:
+    return "\n".join(f"--- {w.name}\n{w.log_tail(2000)}" for w in pair)
+
+
+# --- "Consistently": once, after every fault test above -----------------------------------
+
+
+def test_zz_consistently_no_late_applications(live_crew):
+    """After the module's scenarios, wait one visibility timeout + 5 s with the crew running:
+    no message may come back and apply anything (a late duplicate). Runs last in the module
+    (file order), once, instead of a wait per test."""
+    import redis
+    from django.conf import settings
+
+    from allocator.models import LedgerEntry
+
+    # given the crew idle and the test database as the last test left it
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    figures.set(
+        "messages in flight before the Consistently wait",
+        int(broker.hlen("unacked") + broker.llen("celery")),
+    )
+    grants = LedgerEntry.objects.filter(kind__in=["grant", "extend"]).count()
+    offsets = {w.name: _log_size(w) for w in live_crew.workers}
+    # when a visibility timeout (plus the redelivery scan and a margin) passes
+    time.sleep(settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    # then no grant appeared and no apply task applied anything
+    late = LedgerEntry.objects.filter(kind__in=["grant", "extend"]).count() - grants
+    late += sum(
+        outcome != "None"
+        for w in live_crew.workers
+        for outcome in _finished_applies(w, offsets[w.name])
+    )
+    figures.add("late duplicate applications", late)
+    figures.set("Consistently wait (s)", settings.CELERY_VISIBILITY_TIMEOUT + 5)
+    assert late == 0, live_crew.logs()
+    assert broker.hlen("unacked") == 0
