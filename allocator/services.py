@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -227,19 +227,37 @@ def allocation_change_apply(*, change_id: int) -> str | None:
     with transaction.atomic(durable=True):
         pool = locks.lock_pool(change.pool_id)
         # Pool first, then the change (locks.py order). SKIP LOCKED: if another transaction
-        # holds the change row, another worker (or a decision about it) is on it — leave it.
+        # holds the change row, another worker (or a decision about it) is on it.
         change = locks.lock_change(change_id, skip_locked=True)
-        if change is None or change.status != Status.PENDING:
+        if change is None:
+            _raise_if_busy(change_id)
+            return None
+        if change.status != Status.PENDING:
             return None
         outcomes = _serve(pool, extra=change)
         fault_point("in_tx_before_commit", change_id=change_id)
         return outcomes.get(change.pk)
 
 
+class ChangeBusy(OperationalError):
+    """The change is pending but its row is locked by another transaction: a worker applying
+    it, or only for a moment (the dispatch marking it sent, an insert referencing it). Not a
+    reason to drop the message: the task retries shortly (an OperationalError, like PostgreSQL's
+    lock_not_available); the retry finds it applied, or applies it."""
+
+
+def _raise_if_busy(change_id: int) -> None:
+    if AllocationChange.objects.filter(pk=change_id, status=Status.PENDING).exists():
+        raise ChangeBusy(f"change {change_id} is locked by another transaction")
+
+
 def _claim_attempt(change_id: int) -> AllocationChange | None:
     with transaction.atomic(durable=True):
         change = locks.lock_change(change_id, skip_locked=True)
-        if change is None or change.status != Status.PENDING:
+        if change is None:
+            _raise_if_busy(change_id)
+            return None
+        if change.status != Status.PENDING:
             return None
         if change.attempts >= settings.ALLOTMENT["MAX_APPLY_ATTEMPTS"]:
             _settle_failed(

@@ -26,7 +26,8 @@ class Worker:
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
         OUTPUT.mkdir(exist_ok=True)
-        self.log_path = OUTPUT / f"worker-{self.name}.log"
+        # Per test database: parallel sessions (own databases) never mix their workers' logs.
+        self.log_path = OUTPUT / f"worker-{self.name}-{connection.settings_dict['NAME']}.log"
 
     def env(self) -> dict:
         env = {**os.environ, **self.extra_env}
