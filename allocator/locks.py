@@ -49,7 +49,7 @@ def lock_change(change_id: int, *, skip_locked: bool = False) -> AllocationChang
     holds it — for the apply task that means another worker is on it."""
     return (
         AllocationChange.objects.select_for_update(skip_locked=skip_locked, of=("self",))
-        .select_related("pool", "project__team__division")
+        .select_related("pool", "project__team__division", "requested_by")
         .filter(pk=change_id)
         .first()
     )
@@ -59,7 +59,7 @@ def lock_changes(change_ids: Iterable[int]) -> dict[int, AllocationChange]:
     ids = sorted(set(change_ids))
     rows = (
         AllocationChange.objects.select_for_update(of=("self",))
-        .select_related("pool", "project__team__division")
+        .select_related("pool", "project__team__division", "requested_by")
         .filter(pk__in=ids)
         .order_by("pk")
     )
@@ -70,7 +70,7 @@ def lock_waiting_changes(pool_id: int) -> list[AllocationChange]:
     """The pool's waiting changes, locked in pk order (the caller holds the pool lock)."""
     rows = (
         AllocationChange.objects.select_for_update(of=("self",))
-        .select_related("pool", "project__team__division")
+        .select_related("pool", "project__team__division", "requested_by")
         .filter(pool_id=pool_id, status=AllocationChange.Status.WAITING)
         .order_by("pk")
     )
