@@ -320,11 +320,12 @@ def reclaim_lists(
 ) -> dict[tuple[int, int], list[HeldRow]]:
     """{(pool id, division id): excess GPUs} -> the allocations compute ops would reclaim to
     cover each excess (`reclaim_candidates`' rule), in one query."""
-    wanted = {k: v for k, v in wanted.items() if v > 0}
     result: dict[tuple[int, int], list[HeldRow]] = defaultdict(list)
     if not wanted:
         return result
-    keys = list(wanted)
+    # Asked even when no division is above its share (the answer is then empty at once): the
+    # pages' query count does not depend on the data.
+    keys = [k for k, v in wanted.items() if v > 0]
     params = _params(
         sorted({p for p, _ in keys}),
         origin,

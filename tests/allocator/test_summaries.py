@@ -168,3 +168,15 @@ def test_balance_queries_do_not_grow_with_the_lab(django_assert_num_queries, tea
         large = balance()
     assert len(large) == 2 * len(small)
     assert all(row.reclaim for pb in large for row in pb.rows if row.division == team.division)
+
+
+def test_balance_query_count_does_not_depend_on_who_is_over(django_assert_num_queries, team):
+    # given a pool where the division stays within its share
+    pool = factories.PoolFactory(capacity=64)
+    factories.AllocationFactory(pool=pool, project__team=team, gpus=8)
+    factories.DivisionShareFactory(division=team.division, pool=pool, gpus=64)
+
+    # when / then: the same six queries as when divisions stand above their shares
+    with django_assert_num_queries(6):
+        (pb,) = balance()
+    assert all(row.reclaim == [] for row in pb.rows)
