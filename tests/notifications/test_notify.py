@@ -57,7 +57,7 @@ def test_long_messages_are_cut_in_the_app():
     assert len(Notification.objects.get(pk=created.pk).message) == 500
 
 
-def test_one_email_in_blind_copy_after_commit(django_capture_on_commit_callbacks):
+def test_one_email_per_person_after_commit(django_capture_on_commit_callbacks):
     # given
     users = [factories.UserFactory(email=f"p{i}@example.org") for i in range(3)]
     silent = factories.UserFactory(email="")
@@ -66,14 +66,15 @@ def test_one_email_in_blind_copy_after_commit(django_capture_on_commit_callbacks
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         notify(recipients=[*users, silent], kind="info", message="Allocated", link="/x/")
 
-    # then nothing is sent before the commit; then one message, nobody in To
+    # then nothing is sent before the commit; then one message to each person with an address,
+    # each addressed to them alone
     assert mail.outbox == []
     for callback in callbacks:
         callback()
-    (message,) = mail.outbox
-    assert sorted(message.bcc) == sorted(u.email for u in users)
-    assert message.to == []
-    assert "Allocated" in message.subject and "/x/" in message.body
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
+    for message in mail.outbox:
+        assert len(message.to) == 1 and message.bcc == [] and message.cc == []
+        assert "Allocated" in message.subject and "/x/" in message.body
 
 
 def test_no_email_when_asked_not_to(django_capture_on_commit_callbacks):
