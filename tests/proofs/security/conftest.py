@@ -8,14 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 from rest_framework.test import APIClient
 
 from org.models import RoleGrant
-from requests_app.models import ApprovalStep, ComputeRequest
-from requests_app.workflow import Stage, Status
 from tests import factories
 from tests.support import figures
+from tests.support.requests import build_request  # noqa: F401 — the tests import it from here
 
 # Every table whose rows are the product's state. Sessions, tokens and the sign-in log of
 # django-axes are not business state.
@@ -116,75 +114,6 @@ def second_exec(db):
     user = factories.UserFactory(username="exec2")
     factories.RoleGrantFactory(user=user, role=RoleGrant.Role.EXECUTIVE)
     return user
-
-
-def build_request(status, *, requester, project, pool, division_decider, **fields):
-    """A request in `status` as the workflow would have left it (steps, change, allocation)."""
-    needs_executive = status == Status.PENDING_EXECUTIVE
-    req = factories.ComputeRequestFactory(
-        status=status,
-        requester=requester,
-        project=project,
-        pool=pool,
-        round=0 if status == Status.DRAFT else 1,
-        needs_executive=needs_executive,
-        executive_reasons=["is marked urgent"] if needs_executive else [],
-        submitted_at=None if status == Status.DRAFT else timezone.now() - timedelta(hours=3),
-        **fields,
-    )
-
-    def step(stage, decision):
-        ApprovalStep.objects.create(
-            request=req, round=1, stage=stage, decision=decision, decider=division_decider
-        )
-
-    if status in (
-        Status.PENDING_EXECUTIVE,
-        Status.APPROVED,
-        Status.ALLOCATED,
-        Status.WAITING,
-        Status.FAILED,
-    ):
-        step(Stage.DIVISION, ApprovalStep.Decision.APPROVED)
-    elif status == Status.REJECTED:
-        step(Stage.DIVISION, ApprovalStep.Decision.REJECTED)
-    elif status == Status.CHANGES_REQUESTED:
-        step(Stage.DIVISION, ApprovalStep.Decision.CHANGES_REQUESTED)
-    change_status = {
-        Status.APPROVED: "pending",
-        Status.ALLOCATED: "applied",
-        Status.WAITING: "waiting",
-        Status.FAILED: "failed",
-    }.get(status)
-    if change_status:
-        change = factories.AllocationChangeFactory(
-            pool=req.pool,
-            project=req.project,
-            gpus=req.gpus,
-            start=req.start,
-            end=req.end,
-            status="pending" if change_status == "applied" else change_status,
-            requested_by=req.requester,
-        )
-        if change_status == "applied":
-            allocation = factories.AllocationFactory(
-                pool=req.pool,
-                project=req.project,
-                gpus=req.gpus,
-                start=req.start,
-                end=req.end,
-                change=change,
-            )
-            change.status, change.allocation, change.applied_at = (
-                "applied",
-                allocation,
-                timezone.now(),
-            )
-            change.save()
-        req.change = change
-        req.approved_at = timezone.now()
-        req.save(update_fields=["change", "approved_at"])
-    return ComputeRequest.objects.get(pk=req.pk)
 
 
 def valid_request_body(project, pool, **overrides):
