@@ -1,14 +1,12 @@
 """Fixtures for requests_app: requests built in any state, with the steps and change rows that
 state implies (the engine's allocator.services is the real one)."""
 
-from datetime import timedelta
-
 import pytest
 from rest_framework.test import APIClient
 
 from requests_app.workflow import Status
 from tests import factories
-from tests.support.requests import build_request
+from tests.support.requests import build_request, valid_request_body
 
 
 @pytest.fixture
@@ -59,22 +57,5 @@ def make_request(requester, project, pool, second_lead):
     return build
 
 
-def request_data(project, pool, **overrides):
-    """A valid body for the API and the service."""
-    start = factories.in_days(2)
-    data = {
-        "project": project.pk,
-        "pool": pool.pk,
-        "gpus": 8,
-        "start": start.isoformat(),
-        "end": (start + timedelta(days=14)).isoformat(),
-        "kind": "new",
-        "priority": "normal",
-        "flexible_start": False,
-        "goal": "Train the next model.",
-        "expected_outcome": "A checkpoint that beats the baseline.",
-        "size_rationale": "Eight GPUs for two weeks fits the data.",
-        "impact_if_denied": "The milestone slips a month.",
-    }
-    data.update(overrides)
-    return data
+# A valid body for the API and the service (the requests tests call it request_data).
+request_data = valid_request_body

@@ -92,3 +92,24 @@ def build_request(
         req.approved_at = timezone.now()
         req.save(update_fields=["change", "approved_at"])
     return ComputeRequest.objects.get(pk=req.pk)
+
+
+def valid_request_body(project, pool, **overrides):
+    """A valid body for the request API and the services."""
+    start = factories.in_days(2)
+    body = {
+        "project": project.pk,
+        "pool": pool.pk,
+        "gpus": 8,
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=14)).isoformat(),
+        "kind": "new",
+        "priority": "normal",
+        "flexible_start": False,
+        "goal": "Train the next model.",
+        "expected_outcome": "A checkpoint that beats the baseline.",
+        "size_rationale": "Eight GPUs for two weeks fits the data.",
+        "impact_if_denied": "The milestone slips a month.",
+    }
+    body.update(overrides)
+    return body

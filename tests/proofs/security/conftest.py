@@ -4,8 +4,6 @@ of 5xx answers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.db import connection
 from rest_framework.test import APIClient
@@ -13,7 +11,10 @@ from rest_framework.test import APIClient
 from org.models import RoleGrant
 from tests import factories
 from tests.support import figures
-from tests.support.requests import build_request  # noqa: F401 — the tests import it from here
+from tests.support.requests import (  # noqa: F401 — the tests import them from here
+    build_request,
+    valid_request_body,
+)
 
 # Every table whose rows are the product's state. Sessions, tokens and the sign-in log of
 # django-axes are not business state.
@@ -114,23 +115,3 @@ def second_exec(db):
     user = factories.UserFactory(username="exec2")
     factories.RoleGrantFactory(user=user, role=RoleGrant.Role.EXECUTIVE)
     return user
-
-
-def valid_request_body(project, pool, **overrides):
-    start = factories.in_days(2)
-    body = {
-        "project": project.pk,
-        "pool": pool.pk,
-        "gpus": 8,
-        "start": start.isoformat(),
-        "end": (start + timedelta(days=14)).isoformat(),
-        "kind": "new",
-        "priority": "normal",
-        "flexible_start": False,
-        "goal": "Train the next model.",
-        "expected_outcome": "A checkpoint that beats the baseline.",
-        "size_rationale": "Eight GPUs for two weeks fits the data.",
-        "impact_if_denied": "The milestone slips a month.",
-    }
-    body.update(overrides)
-    return body
