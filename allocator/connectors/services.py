@@ -478,13 +478,22 @@ def connector_reconcile(*, connector_id: int, trigger: str = "periodic", actor=N
             project_ids=[pa.project_id for pa in pool_accounts],
             at=started,
         )
+        # Accounts whose due intents no apply has covered yet (their tasks failed or are late):
+        # applied here too, so the intents are marked done even where no value differs.
+        uncovered = set(
+            EnforcementIntent.objects.filter(
+                pool_account__connector=connector,
+                status=EnforcementIntent.Status.PENDING,
+                effective_at__lte=started,
+            ).values_list("pool_account_id", flat=True)
+        )
         over_limit = []
         for pa in pool_accounts:
             state = accounts.get(pa.account_name)
             want = desired[pa.project_id]
             problems = _differences(pa, state, want, accounts)
-            if problems:
-                drift.extend(problems)
+            drift.extend(problems)
+            if problems or pa.pk in uncovered:
                 try:
                     result = pool_account_apply(
                         pool_account_id=pa.pk,

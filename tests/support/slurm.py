@@ -114,6 +114,10 @@ class SlurmCluster:
         return self
 
     def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)  # a paused daemon cannot act on SIGTERM
         for name in reversed(list(self.procs)):
             self._terminate(name)
         self.procs.clear()
@@ -127,9 +131,27 @@ class SlurmCluster:
         self._spawn("slurmctld", ["slurmctld", "-D"])
         self._wait(lambda: self.run("scontrol", "ping").returncode == 0, timeout, "slurmctld")
 
+    def stop_accounting(self) -> None:
+        """slurmdbd down: sacctmgr cannot read or change accounts."""
+        self._terminate("slurmdbd")
+        self.procs.pop("slurmdbd", None)
+
+    def start_accounting(self) -> None:
+        self._start_slurmdbd()
+
     def stop_munge(self) -> None:
         self._terminate("munged")
         self.procs.pop("munged", None)
+
+    def start_munge(self) -> None:
+        self._start_munge()
+
+    def pause(self, name: str) -> None:
+        """A hung daemon: alive, its port open, answering nothing (SIGSTOP)."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
 
     def _terminate(self, name: str) -> None:
         proc = self.procs.get(name)
@@ -182,8 +204,10 @@ class SlurmCluster:
 
     def _start_munge(self) -> None:
         key = self.base / "munge" / "munge.key"
-        key.write_bytes(secrets.token_bytes(1024))
-        key.chmod(0o400)
+        if not key.exists():  # a restarted munged keeps the key the daemons know
+            key.write_bytes(secrets.token_bytes(1024))
+            key.chmod(0o400)
+        self.munge_socket.unlink(missing_ok=True)
         self._spawn(
             "munged",
             [

@@ -2,6 +2,7 @@
 jobs cancelled, every account but root deleted."""
 
 import shutil
+import signal
 
 import pytest
 from django.db import transaction
@@ -29,10 +30,15 @@ def slurm_cluster():
 @pytest.fixture
 def slurm(slurm_cluster):
     yield slurm_cluster
-    if "slurmctld" not in slurm_cluster.procs:  # a fault test stopped it
-        slurm_cluster.start_controller()
+    # A fault test may have stopped or paused a daemon.
+    for proc in slurm_cluster.procs.values():
+        proc.send_signal(signal.SIGCONT)
     if "munged" not in slurm_cluster.procs:
-        slurm_cluster._start_munge()
+        slurm_cluster.start_munge()
+    if "slurmdbd" not in slurm_cluster.procs:
+        slurm_cluster.start_accounting()
+    if "slurmctld" not in slurm_cluster.procs:
+        slurm_cluster.start_controller()
     slurm_cluster.cancel_all()
     out = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
     names = [n for n in out.split() if n and n != "root"]
