@@ -144,7 +144,11 @@ class EnforcementIntent(models.Model):
         LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     allocation = models.ForeignKey(
-        Allocation, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        Allocation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="enforcement_intents",
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -199,3 +203,23 @@ class SyncRun(models.Model):
         return (
             f"sync of {self.connector.pool} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
         )
+
+
+class AllocationUsage(models.Model):
+    """GPU-hours an allocation's project used on the pool's cluster on one day (UTC), from the
+    scheduler's accounting. A day's row is rewritten until the day is over."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    gpu_hours = models.FloatField()
+    measured_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["allocation", "day"]
+        constraints = [
+            models.UniqueConstraint(fields=["allocation", "day"], name="usage_one_row_per_day"),
+            models.CheckConstraint(condition=Q(gpu_hours__gte=0), name="usage_nonnegative"),
+        ]
+
+    def __str__(self):
+        return f"allocation #{self.allocation_id} used {self.gpu_hours:.1f} GPU-hours on {self.day}"

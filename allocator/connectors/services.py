@@ -677,3 +677,22 @@ def allocation_enforcement(allocations) -> dict[int, str]:
         else:
             result[a.pk] = "enforced"
     return result
+
+
+def connector_sync_request(*, connector: PoolConnector, actor) -> None:
+    """Compute ops asked for a sync now: audited, sent to a worker after the commit (a
+    reconcile runs scheduler commands for seconds: never inside a web request)."""
+    from .tasks import reconcile_pool
+
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="connector.sync_requested",
+            obj=connector,
+            message=f"{actor} asked for a sync of {connector.pool} now.",
+        )
+
+        def send():
+            reconcile_pool.delay(connector.pk, f"sync now by {actor}")
+
+        transaction.on_commit(send, robust=True)
