@@ -72,7 +72,7 @@ class AllocationSerializer(serializers.ModelSerializer):
         """PRODUCT.md section 9: GPU-hours its jobs used, from the scheduler's accounting;
         null until measured."""
         days = list(allocation.usage_days.all())
-        return round(sum(d.gpu_hours for d in days), 2) if days else None
+        return round(sum(d.gpu_hours for d in days), 3) if days else None
 
     @extend_schema_field(
         serializers.ChoiceField(

@@ -200,7 +200,7 @@ class Slurm:
             for tres in (job.get("tres") or {}).get("allocated", []):
                 name = tres.get("type", "") + ("/" + tres["name"] if tres.get("name") else "")
                 if name == self.tres:
-                    gpus = int(tres.get("count", 0))
+                    gpus = int(tres.get("count") or 0)
             if not gpus:
                 continue
             t = job.get("time") or {}

@@ -46,3 +46,10 @@ def reconcile_pool(connector_id: int, trigger: str = "on demand"):
     from .services import connector_reconcile
 
     return connector_reconcile(connector_id=connector_id, trigger=trigger).outcome
+
+
+@shared_task(name="connectors.tasks.collect_usage", acks_late=True, ignore_result=True)
+def collect_usage():
+    from .usage import usage_collect_all
+
+    return usage_collect_all()

@@ -216,6 +216,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 10.0,
     },
     "connectors-reconcile": {"task": "connectors.tasks.reconcile_all", "schedule": 60.0},
+    "connectors-collect-usage": {"task": "connectors.tasks.collect_usage", "schedule": 600.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),

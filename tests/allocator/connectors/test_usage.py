@@ -1,0 +1,52 @@
+"""Idle allocations: held for the idle window and measured far below their GPUs."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from allocator.connectors.models import AllocationUsage
+from allocator.connectors.usage import idle_allocations
+from tests import factories
+from tests.factories import in_days
+
+pytestmark = pytest.mark.django_db
+
+
+def test_allocations_used_far_below_their_gpus_are_flagged_idle(pool, project, settings):
+    settings.ALLOTMENT_CONNECTORS = {
+        **settings.ALLOTMENT_CONNECTORS,
+        "IDLE_HOURS": 24,
+        "IDLE_USE_BELOW": 0.1,
+    }
+    now = timezone.now()
+    idle = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(-5))
+    busy = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(-5))
+    unmeasured = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(-5))
+    young = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(-0.5))
+    for day_offset in (0, 1):
+        day = (now - timedelta(days=day_offset)).date()
+        AllocationUsage.objects.create(allocation=idle, day=day, gpu_hours=1.0, measured_at=now)
+        AllocationUsage.objects.create(allocation=busy, day=day, gpu_hours=150.0, measured_at=now)
+        AllocationUsage.objects.create(allocation=young, day=day, gpu_hours=0.0, measured_at=now)
+
+    flagged = idle_allocations(now=now)
+
+    assert set(flagged) == {idle.pk}
+    assert flagged[idle.pk] < 0.1
+    assert unmeasured.pk not in flagged  # never measured: not known to be idle
+
+
+def test_idle_allocations_are_told_to_their_team_and_ops_once_a_day(pool, project, requester, ops):
+    from allocator.connectors.usage import idle_notify
+    from notifications.models import Notification
+
+    now = timezone.now()
+    idle = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(-5))
+    AllocationUsage.objects.create(allocation=idle, day=now.date(), gpu_hours=0.0, measured_at=now)
+
+    assert idle_notify(pool_ids=[pool.pk], now=now) == 1
+    idle_notify(pool_ids=[pool.pk], now=now)
+
+    notes = Notification.objects.filter(message__contains="used 0% of their GPU-hours")
+    assert sorted(n.recipient.username for n in notes) == ["ops", "rita"]
