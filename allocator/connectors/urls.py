@@ -6,4 +6,5 @@ app_name = "connectors"
 urlpatterns = [
     path("ops/connectors/", views.connectors_page, name="ops"),
     path("ops/connectors/<int:pk>/sync/", views.connector_sync_now, name="sync"),
+    path("ops/usage/", views.usage_report_page, name="usage"),
 ]

@@ -189,3 +189,63 @@ def idle_allocations(*, now: datetime | None = None, pool_ids=None) -> dict[int,
         if share < conf["IDLE_USE_BELOW"]:
             idle[a.pk] = share
     return idle
+
+
+# --- the usage report -------------------------------------------------------------------------
+
+LEVELS = ("division", "team", "project")
+
+
+def _month_starts(now: datetime, months: int) -> list[datetime]:
+    first = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    starts = [first]
+    for _ in range(months - 1):
+        prev = (starts[-1] - timedelta(days=1)).replace(day=1)
+        starts.append(prev)
+    return sorted(starts)
+
+
+def usage_report(
+    *, level: str = "project", months: int = 6, now: datetime | None = None
+) -> list[dict]:
+    """GPU-hours allocated (held, up to now) and used (measured) per division, team or project
+    and month, over the last `months` months: rows of {"name", "month", "allocated", "used",
+    "measured"}. Two queries."""
+    if level not in LEVELS:
+        raise ValueError(f"level is one of {', '.join(LEVELS)}")
+    now = now or timezone.now()
+    starts = _month_starts(now, months)
+    bounds = [(s, starts[i + 1] if i + 1 < len(starts) else now) for i, s in enumerate(starts)]
+    key = {
+        "division": "project__team__division__name",
+        "team": "project__team__name",
+        "project": "project__name",
+    }[level]
+    allocated: dict[tuple[str, str], float] = defaultdict(float)
+    for start, end, gpus, name in (
+        holding_allocations()
+        .filter(start__lt=now, end__gt=starts[0])
+        .values_list("start", "end", "gpus", key)
+        .iterator()
+    ):
+        for lo, hi in bounds:
+            overlap = (min(end, hi) - max(start, lo)).total_seconds()
+            if overlap > 0:
+                allocated[(name, f"{lo:%Y-%m}")] += gpus * overlap / 3600
+    used: dict[tuple[str, str], float] = defaultdict(float)
+    for day, hours, name in AllocationUsage.objects.filter(day__gte=starts[0].date()).values_list(
+        "day", "gpu_hours", f"allocation__{key}"
+    ):
+        used[(name, f"{day:%Y-%m}")] += hours
+    rows = []
+    for name, month in sorted(set(allocated) | set(used)):
+        rows.append(
+            {
+                "name": name,
+                "month": month,
+                "allocated": round(allocated.get((name, month), 0.0), 1),
+                "used": round(used.get((name, month), 0.0), 1),
+                "measured": (name, month) in used,
+            }
+        )
+    return rows

@@ -50,3 +50,30 @@ def test_idle_allocations_are_told_to_their_team_and_ops_once_a_day(pool, projec
 
     notes = Notification.objects.filter(message__contains="used 0% of their GPU-hours")
     assert sorted(n.recipient.username for n in notes) == ["ops", "rita"]
+
+
+def test_usage_report_per_division_team_and_project_with_csv(
+    client, executive, requester, pool, project
+):
+    now = timezone.now()
+    allocation = factories.AllocationFactory(
+        pool=pool,
+        project=project,
+        gpus=2,
+        start=now - timedelta(hours=10),
+        end=now + timedelta(days=1),
+    )
+    AllocationUsage.objects.create(
+        allocation=allocation, day=now.date(), gpu_hours=5.0, measured_at=now
+    )
+    client.force_login(requester)
+    assert client.get("/ops/usage/").status_code == 404
+    client.force_login(executive)
+    page = client.get("/ops/usage/?level=division").content.decode()
+    assert "GPU usage by division" in page
+    assert "Research" in page
+    assert "5.0 of 20.0 GPU-hours used" in page
+    csv_text = client.get("/ops/usage/?level=team&format=csv").content.decode()
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "team,month,gpu_hours_allocated,gpu_hours_used"
+    assert lines[1] == f"Pretraining,{now:%Y-%m},20.0,5.0"
