@@ -31,7 +31,7 @@ from org.roles import roles_of
 
 from . import policies
 from .models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
-from .workflow import Action, Stage, Status, can_move
+from .workflow import DECISIONS, Action, Stage, Status, can_move, decision_target
 
 # A start this close to "now" still counts as now: the form takes a minute to fill in.
 START_GRACE = timedelta(minutes=10)
@@ -457,12 +457,6 @@ def request_withdraw(*, user, request_id: int, comment: str = "") -> ComputeRequ
 
 # --- Deciding ---
 
-DECISIONS = {
-    Action.APPROVE: ApprovalStep.Decision.APPROVED,
-    Action.REJECT: ApprovalStep.Decision.REJECTED,
-    Action.REQUEST_CHANGES: ApprovalStep.Decision.CHANGES_REQUESTED,
-}
-
 
 def _apply_approval(req: ComputeRequest, *, actor, executive_reviewed: bool) -> None:
     from allocator import services as allocator_services
@@ -521,18 +515,12 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
 
     stage_label = Stage(stage).label.lower()
     update_fields = ["status", "updated_at"]
-    if decision == ApprovalStep.Decision.APPROVED:
-        if stage == Stage.DIVISION and req.needs_executive:
-            target = Status.PENDING_EXECUTIVE
-            update_fields.append("stage_entered_at")
-        else:
-            target = Status.APPROVED
-            req.approved_at = timezone.now()
-            update_fields += ["approved_at", "change"]
-    elif decision == ApprovalStep.Decision.REJECTED:
-        target = Status.REJECTED
-    else:
-        target = Status.CHANGES_REQUESTED
+    target = decision_target(decision, stage=stage, needs_executive=req.needs_executive)
+    if target == Status.PENDING_EXECUTIVE:
+        update_fields.append("stage_entered_at")
+    elif target == Status.APPROVED:
+        req.approved_at = timezone.now()
+        update_fields += ["approved_at", "change"]
 
     verb = {
         ApprovalStep.Decision.APPROVED: "approved",
