@@ -433,10 +433,10 @@ def request_submit(*, user, request_id: int) -> ComputeRequest:
 def _cancel_returned_change(req: ComputeRequest, *, actor) -> None:
     """A change the engine sent back to executive review is cancelled when the request is not
     approved after all."""
-    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+    if req.change is not None and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
         from allocator.services import allocation_change_cancel
 
-        allocation_change_cancel(change_id=req.change_id, actor=actor)
+        allocation_change_cancel(change_id=req.change.pk, actor=actor)
 
 
 @transaction.atomic
@@ -461,12 +461,13 @@ def request_withdraw(*, user, request_id: int, comment: str = "") -> ComputeRequ
 def _apply_approval(req: ComputeRequest, *, actor, executive_reviewed: bool) -> None:
     from allocator import services as allocator_services
 
-    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+    if req.change is not None and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
         # The engine sent it back because the share rule came to hold at apply time.
         allocator_services.allocation_change_resume(
-            change_id=req.change_id, executive_reviewed=executive_reviewed, actor=actor
+            change_id=req.change.pk, executive_reviewed=executive_reviewed, actor=actor
         )
         return
+    assert req.approved_at is not None, "request_decide sets approved_at before approving"
     req.change = allocator_services.allocation_change_create(
         pool_id=req.pool_id,
         project_id=req.project_id,
@@ -499,6 +500,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
     if "\x00" in comment:
         raise ValidationError({"comment": ["Remove the null character from the text."]})
     stage = policies.current_stage(req)
+    assert stage is not None, "can_decide passed: the request waits at a review stage"
     decision = DECISIONS[action]
     try:
         with transaction.atomic():
