@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from allocator.models import Allocation
-from allocator.selectors import holding_allocations
+from allocator.selectors import HOLDING_STATES, holding_allocations
 from audit.services import audit_record
 
 from .models import AllocationUsage, PoolAccount, PoolConnector
@@ -55,8 +55,13 @@ def usage_collect(
                 message=f"Could not read usage of {connector.pool}: {error}",
             )
         raise
+    # Held allocations, and released or reclaimed ones over the part they did hold (the engine
+    # cuts their end at the release; one given back before it started never ran: its end is
+    # still ahead of the release, so `end <= now` leaves it out until then).
     allocations = list(
-        holding_allocations().filter(
+        Allocation.objects.filter(
+            Q(state__in=HOLDING_STATES)
+            | Q(state__in=[Allocation.State.RELEASED, Allocation.State.RECLAIMED], end__lte=now),
             pool_id=connector.pool_id,
             project_id__in=set(accounts.values()),
             start__lt=now,
@@ -127,7 +132,6 @@ def usage_collect_all() -> int:
 def idle_notify(*, pool_ids, now: datetime | None = None) -> int:
     """Tell each idle allocation's team and compute ops, once a day per allocation."""
     from django.contrib.auth import get_user_model
-    from django.db.models import Q
 
     from notifications.models import Notification
     from notifications.services import notify

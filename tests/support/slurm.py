@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 PROGRAMS = (
     "munged",
     "mariadbd",
@@ -428,6 +430,22 @@ StorageLoc=slurm_acct_db
             f"job {job_id} is {job['job_state']} ({job.get('state_reason')}), not {states}"
         )
 
+    def wait_job_waiting(
+        self, job_id: int, reason: str = "AssocGrpGRES", timeout: float = 20
+    ) -> dict:
+        """The job is pending for `reason` (a just-submitted job reads "None" until the
+        scheduler has looked at it)."""
+        deadline = time.monotonic() + timeout
+        job = self.job(job_id)
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["job_state"] == "PENDING" and job.get("state_reason") == reason:
+                return job
+            time.sleep(0.3)
+        raise AssertionError(
+            f"job {job_id} is {job['job_state']} ({job.get('state_reason')}), not waiting for {reason}"
+        )
+
     def cancel_all(self) -> None:
         self.run("scancel", "--full", "-u", "root")
         deadline = time.monotonic() + 20
@@ -436,3 +454,40 @@ StorageLoc=slurm_acct_db
             if not result.stdout.strip():
                 return
             time.sleep(0.3)
+
+
+# --- pytest fixtures (made visible to every test by tests/conftest.py) -------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """One private cluster per test session, started on first use."""
+    why = SlurmCluster.unavailable()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The cluster, emptied after each test: daemons a fault test stopped are back, jobs
+    cancelled, every account but root deleted."""
+    yield slurm_cluster
+    for proc in slurm_cluster.procs.values():
+        proc.send_signal(signal.SIGCONT)
+    if "munged" not in slurm_cluster.procs:
+        slurm_cluster.start_munge()
+    if "slurmdbd" not in slurm_cluster.procs:
+        slurm_cluster.start_accounting()
+    if "slurmctld" not in slurm_cluster.procs:
+        slurm_cluster.start_controller()
+    slurm_cluster.cancel_all()
+    out = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
+    names = [n for n in out.split() if n and n != "root"]
+    if names:
+        slurm_cluster.run("sacctmgr", "-i", "delete", "account", "name=" + ",".join(names))

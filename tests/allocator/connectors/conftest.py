@@ -1,8 +1,5 @@
-"""One private Slurm cluster per test session (tests/support/slurm.py), emptied between tests:
-jobs cancelled, every account but root deleted."""
-
-import shutil
-import signal
+"""A pool connected to the session's private Slurm cluster (the `slurm` fixture of
+tests/support/slurm.py), and allocations made through the engine."""
 
 import pytest
 from django.db import transaction
@@ -11,39 +8,6 @@ from django.utils import timezone
 from allocator import services as engine
 from allocator.connectors.services import pool_connect
 from tests import factories
-from tests.support.slurm import SlurmCluster
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    why = SlurmCluster.unavailable()
-    if why:
-        pytest.skip(why)
-    cluster = SlurmCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.base, ignore_errors=True)
-
-
-@pytest.fixture
-def slurm(slurm_cluster):
-    yield slurm_cluster
-    # A fault test may have stopped or paused a daemon.
-    for proc in slurm_cluster.procs.values():
-        proc.send_signal(signal.SIGCONT)
-    if "munged" not in slurm_cluster.procs:
-        slurm_cluster.start_munge()
-    if "slurmdbd" not in slurm_cluster.procs:
-        slurm_cluster.start_accounting()
-    if "slurmctld" not in slurm_cluster.procs:
-        slurm_cluster.start_controller()
-    slurm_cluster.cancel_all()
-    out = slurm_cluster.run("sacctmgr", "-n", "-P", "show", "account", "format=Account").stdout
-    names = [n for n in out.split() if n and n != "root"]
-    if names:
-        slurm_cluster.run("sacctmgr", "-i", "delete", "account", "name=" + ",".join(names))
 
 
 @pytest.fixture

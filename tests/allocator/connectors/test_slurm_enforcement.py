@@ -62,8 +62,7 @@ def test_an_allocation_lets_its_account_run_exactly_its_gpus(slurm, connected_po
     # then 4 run and the job that would go over waits for the account's limit
     slurm.wait_job_state(first, {"RUNNING"})
     slurm.wait_job_state(third, {"RUNNING"})
-    waiting = slurm.wait_job_state(second, {"PENDING"})
-    assert waiting["state_reason"] == "AssocGrpGRES"
+    slurm.wait_job_waiting(second, "AssocGrpGRES")
 
 
 def test_an_early_release_lowers_the_limit_and_new_jobs_wait(
@@ -87,7 +86,7 @@ def test_an_early_release_lowers_the_limit_and_new_jobs_wait(
     big = slurm.submit(account=account, gpus=3)
     small = slurm.submit(account=account, gpus=2)
     slurm.wait_job_state(small, {"RUNNING"})
-    assert slurm.wait_job_state(big, {"PENDING"})["state_reason"] == "AssocGrpGRES"
+    slurm.wait_job_waiting(big, "AssocGrpGRES")
 
 
 def test_the_account_tree_mirrors_the_organisation(
