@@ -214,3 +214,50 @@ def test_pool_connect_is_idempotent(slurm, connected_pool):
         )
     assert PoolConnector.objects.count() == 1
     assert AuditEvent.objects.filter(action="connector.update").count() == 0
+
+
+def test_jobs_running_above_a_lowered_limit_are_reported_and_left_running(
+    slurm, connected_pool, project, grant, requester, ops
+):
+    from notifications.models import Notification
+
+    # given 4 GPUs enforced and a job using all of them
+    allocation = grant(connected_pool, project, 4)
+    _apply_due(allocation)
+    slurm.sacctmgr("add", "user", "root", "account=atlas")
+    job = slurm.submit(account="atlas", gpus=4)
+    slurm.wait_job_state(job, {"RUNNING"})
+
+    # when the team releases the GPUs and the reconciler runs (twice)
+    engine.allocation_release(allocation_id=allocation.pk, actor=requester)
+    _apply_due(allocation)
+    run = connector_reconcile(connector_id=connected_pool.connector.pk)
+    connector_reconcile(connector_id=connected_pool.connector.pk)
+
+    # then the job keeps running (requeueing is off by default); owners and ops are told once
+    assert run.over_limit == [{"account": "atlas", "project": project.pk, "running": 4, "limit": 0}]
+    assert slurm.job(job)["job_state"] == "RUNNING"
+    told = Notification.objects.filter(message__contains="above its limit of 0")
+    assert sorted(n.recipient.username for n in told) == ["ops", "rita"]
+
+
+def test_with_the_setting_on_jobs_above_the_limit_are_requeued_after_the_grace(
+    slurm, connected_pool, project, grant, requester, settings
+):
+    settings.ALLOTMENT_CONNECTORS = {
+        **settings.ALLOTMENT_CONNECTORS,
+        "REQUEUE_OVER_LIMIT_AFTER_MINUTES": 0,
+    }
+    allocation = grant(connected_pool, project, 4)
+    _apply_due(allocation)
+    slurm.sacctmgr("add", "user", "root", "account=atlas")
+    job = slurm.submit(account="atlas", gpus=4)
+    slurm.wait_job_state(job, {"RUNNING"})
+    engine.allocation_release(allocation_id=allocation.pk, actor=requester)
+    _apply_due(allocation)
+
+    connector_reconcile(connector_id=connected_pool.connector.pk)
+
+    # requeued: back in the queue, where the account's limit of 0 holds it
+    slurm.wait_job_state(job, {"PENDING"}, timeout=30)
+    assert AuditEvent.objects.filter(action="connector.requeue").count() == 1
