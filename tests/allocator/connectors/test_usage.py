@@ -77,3 +77,24 @@ def test_usage_report_per_division_team_and_project_with_csv(
     lines = csv_text.strip().splitlines()
     assert lines[0] == "team,month,gpu_hours_allocated,gpu_hours_used"
     assert lines[1] == f"Pretraining,{now:%Y-%m},20.0,5.0"
+
+
+def test_pool_and_project_pages_show_used_against_allocated(client, requester, pool, project):
+    now = timezone.now()
+    measured = factories.AllocationFactory(
+        pool=pool,
+        project=project,
+        gpus=2,
+        start=now - timedelta(hours=10),
+        end=now + timedelta(days=1),
+    )
+    factories.AllocationFactory(pool=pool, project=project, gpus=3)
+    AllocationUsage.objects.create(
+        allocation=measured, day=now.date(), gpu_hours=5.0, measured_at=now
+    )
+    client.force_login(requester)
+    for url in (f"/pools/{pool.pk}/", f"/projects/{project.pk}/"):
+        page = client.get(url).content.decode()
+        assert "GPU-hours used" in page
+        assert "5.000 of 20.0" in page
+        assert "not measured" in page  # the other allocation
