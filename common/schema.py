@@ -74,7 +74,10 @@ class ApiErrorSerializer(serializers.Serializer):
     """The JSON error shape of every endpoint (api.py)."""
 
     detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # A declared field, not Serializer.errors: DRF's metaclass moves fields out of the class body.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 ERRORS = {

@@ -8,6 +8,8 @@ the whole trail in the Django admin.
 
 It lives in the front app, above requests_app, because its scope is request visibility."""
 
+from typing import Any
+
 import django_filters
 from django.db.models import Subquery
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -22,7 +24,9 @@ REQUEST_TYPE = "requests_app.computerequest"
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    actor: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     before = serializers.JSONField(read_only=True)
     after = serializers.JSONField(read_only=True)
 

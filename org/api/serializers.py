@@ -1,6 +1,8 @@
 """Input and output shapes of the org API (teams, projects) and the token endpoint.
 Inputs are plain serializers validated before any service runs; outputs never write."""
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
@@ -14,7 +16,7 @@ ID_MAX = 2**63 - 1
 
 class TeamSerializer(serializers.ModelSerializer):
     division_name = serializers.CharField(source="division.name", read_only=True)
-    members = serializers.SlugRelatedField(
+    members: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
         many=True, read_only=True, slug_field=get_user_model().USERNAME_FIELD
     )
 
