@@ -4,9 +4,7 @@
 from django.core.exceptions import ObjectDoesNotExist
 from rest_framework import serializers
 
-from ..models import Allocation, CapacityChange
-
-MAX_GPUS = 1_000_000
+from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange
 
 
 class PoolSerializer(serializers.Serializer):
@@ -44,7 +42,7 @@ class ReclaimInputSerializer(serializers.Serializer):
     new_end = serializers.DateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=2000)
     notice = serializers.IntegerField(
-        required=False, allow_null=True, min_value=0, max_value=24 * 365, help_text="Hours."
+        required=False, allow_null=True, min_value=0, max_value=MAX_NOTICE_HOURS, help_text="Hours."
     )
     transfer_to = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="An approved change's id."

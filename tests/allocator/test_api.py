@@ -158,6 +158,7 @@ def test_reclaim_by_non_ops_is_403(api, persona, request, pool, project):
         ({"new_gpus": 2}, "reason"),
         ({"new_gpus": 2, "reason": "x", "new_end": "someday"}, "new_end"),
         ({"new_gpus": 2, "reason": "x", "notice": -1}, "notice"),
+        ({"new_gpus": 2, "reason": "   "}, "reason"),
         ({"new_gpus": 2, "reason": "x", "transfer_to": 987654}, "transfer_to"),
     ],
 )
@@ -190,6 +191,9 @@ def test_capacity_changes_list_and_create(api, ops, requester, pool):
         ({"kind": "theft"}, "kind"),
         ({"pool": 987654}, "pool"),
         ({"pool": -1}, "pool"),
+        ({"pool": "x"}, "pool"),
+        ({"delta": "lots"}, "delta"),
+        ({"note": "x" * 501}, "note"),
         ({"effective_at": "tomorrow-ish"}, "effective_at"),
         ({"kind": "decommission", "delta": -64}, "delta"),
     ],
