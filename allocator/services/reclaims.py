@@ -39,7 +39,7 @@ def _give_back(allocation: Allocation, *, at: datetime, state: str) -> None:
 
 
 def _cancel_scheduled_reclaims(allocation: Allocation, *, actor, why: str) -> None:
-    for reclaim in allocation.reclaims.select_for_update().filter(status=Reclaim.Status.SCHEDULED):
+    for reclaim in locks.lock_scheduled_reclaims(allocation.pk):
         reclaim.status = Reclaim.Status.CANCELLED
         reclaim.save(update_fields=["status"])
         audit_record(
