@@ -337,10 +337,10 @@ class Delay:
     @property
     def by_words(self) -> str:
         """ "by 3 days", or "beyond the horizon" when it would no longer be served."""
-        from allocator.forecast import _days
+        from allocator.forecast import duration_words
 
         by = self.by
-        return "beyond the horizon" if by is None else f"by {_days(by)}"
+        return "beyond the horizon" if by is None else f"by {duration_words(by)}"
 
 
 @dataclass(frozen=True)
@@ -386,7 +386,7 @@ def _as_change(r, now: datetime):
         flexible_start=r.flexible_start,
         executive_reviewed=r.needs_executive,
         division_id=division.pk,
-        label=forecast._label(r.project.name, r.project.confidential),
+        label=forecast.project_label(r.project.name, r.project.confidential),
         status="pending",
         division_name=division.name,
     )
