@@ -480,3 +480,11 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
             ],
         )
     return result
+
+
+def request_ids_for_changes(sender=None, *, change_ids, **kwargs) -> dict[int, int]:
+    """allocator's question (allocator.signals.change_origin_requested): which request made
+    each of these changes. Ids only, nothing confidential."""
+    return dict(
+        ComputeRequest.objects.filter(change_id__in=change_ids).values_list("change_id", "pk")
+    )

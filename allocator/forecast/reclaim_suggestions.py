@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from ..models import Allocation, AllocationChange, CapacityChange
 from ..selectors import HOLDING_STATES
+from ..signals import request_ids_for_changes
 from ..timeline import Span, Timeline
 from .words import project_label, when
 
@@ -111,11 +112,7 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
         )
     ):
         held[row[1]].append(HeldAllocation(*row))
-    requests = dict(
-        AllocationChange.objects.filter(pk__in=[c.pk for c in urgent]).values_list(
-            "pk", "request__id"
-        )
-    )
+    requests = request_ids_for_changes([c.pk for c in urgent])
     out = []
     for change in urgent:
         rows = held[change.pool_id]
