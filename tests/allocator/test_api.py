@@ -87,6 +87,9 @@ def test_allocation_shape_with_request_id(api, requester, pool, project):
     assert body["request"] == req.pk and body["project"] == project.pk and body["state"] == "active"
     assert api.get(f"/api/v1/allocations/{plain.pk}/").json()["request"] is None
     assert api.get("/api/v1/allocations/?state=ended").json()["count"] == 0
+    # the list gives the same request ids (looked up once for the page)
+    listed = {a["id"]: a["request"] for a in api.get("/api/v1/allocations/").json()["results"]}
+    assert listed == {allocation.pk: req.pk, plain.pk: None}
 
 
 def test_release_by_team_member(api, requester, pool, project):
