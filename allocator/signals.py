@@ -6,7 +6,7 @@ that same transaction, so a request's status and its change's status can never d
 
 kwargs:
     change   AllocationChange, already saved with its new status
-    outcome  one of: "applied", "waiting", "needs_review", "failed", "retried"
+    outcome  an allocator.outcomes.Outcome: applied, waiting, needs_review, failed or retried
     reasons  list[str] — for needs_review: the executive-review reasons in words;
              for waiting: why it waits; for failed: the error; else []
     actor    the user who caused it, or None when the engine or a periodic task acted

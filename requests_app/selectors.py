@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import django_filters
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -441,7 +442,9 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
                 after = with_it.outcomes.get(change_id)
                 if o.kind != "allocated" or after is None:
                     continue
-                if after.kind != "allocated" or after.start > o.start:
+                # An allocated outcome always has its start (after's is compared only then).
+                o_start, after_start = cast(datetime, o.start), cast(datetime, after.start)
+                if after.kind != "allocated" or after_start > o_start:
                     delays.append((change_id, o.start, after.start if after.allocated else None))
             delays.sort(key=lambda d: (d[2] is not None, d[1]))
             delayed = {d[0] for d in delays}
