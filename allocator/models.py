@@ -92,6 +92,12 @@ class DivisionShare(models.Model):
         return f"{self.division} holds {self.gpus} of {self.pool}"
 
 
+# Far above any pool: bounds GPU counts in every form, serializer and service before they reach
+# the database (the one definition; inputs import it).
+MAX_GPUS = 1_000_000
+MAX_NOTICE_HOURS = 24 * 365
+
+
 class Priority(models.IntegerChoices):
     """Higher serves first. Stored as an integer so the queue orders in SQL."""
 
