@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "notifications",
     "allocator",
     "requests_app",
+    "front",
+    "devtools",
 ]
 
 MIDDLEWARE = [
@@ -73,7 +75,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "org.context_processors.roles",
                 "notifications.context_processors.unread",
-                "common.context_processors.nav_section",
+                "front.context_processors.nav_section",
             ],
         },
     },

@@ -5,7 +5,7 @@ violation is a console error), and every visible form control has an accessible 
 import pytest
 from playwright.sync_api import expect
 
-from common.demo import load_demo, load_demo_requests
+from devtools.demo import load_demo, load_demo_requests
 from requests_app.models import ComputeRequest
 from requests_app.workflow import Status
 from tests.browser.conftest import DESKTOP, PHONE
