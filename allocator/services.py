@@ -28,6 +28,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from notifications.models import Notification
 from notifications.services import notify
+from notifications.wording import time_until_words
 from org.models import Project, RoleGrant
 from org.roles import roles_of
 
@@ -1159,7 +1160,7 @@ def allocations_remind_ending(*, now: datetime | None = None) -> int:
                     Allocation.objects.filter(pk=allocation.pk, reminded_7d_at__isnull=True).update(
                         reminded_7d_at=now
                     )
-                when = "tomorrow" if days == 1 else "in a week"
+                when = time_until_words(allocation.end - now)
                 notify(
                     recipients=_team_members(allocation.project.team_id),
                     kind=Notification.Kind.ENDING_SOON,
