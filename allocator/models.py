@@ -92,6 +92,12 @@ class DivisionShare(models.Model):
         return f"{self.division} holds {self.gpus} of {self.pool}"
 
 
+# Far above any pool: bounds GPU counts in every form, serializer and service before they reach
+# the database (the one definition; inputs import it).
+MAX_GPUS = 1_000_000
+MAX_NOTICE_HOURS = 24 * 365
+
+
 class Priority(models.IntegerChoices):
     """Higher serves first. Stored as an integer so the queue orders in SQL."""
 
@@ -221,6 +227,13 @@ class Allocation(models.Model):
             f"{self.project}: {self.gpus} × {self.pool} "
             f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M}"
         )
+
+    @property
+    def not_started(self) -> bool:
+        """Active but scheduled to start later: pages say "Starts <date>", not "Active"."""
+        from django.utils import timezone
+
+        return self.state == self.State.ACTIVE and self.start > timezone.now()
 
 
 class Reclaim(models.Model):

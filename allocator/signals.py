@@ -15,3 +15,21 @@ kwargs:
 from django.dispatch import Signal
 
 change_settled = Signal()
+
+# Asked, not told: which request made each change, for the links on allocator's pages and the
+# API's `request` field. allocator does not know requests_app (it imports downward only);
+# requests_app answers (requests_app/selectors.request_ids_for_changes, connected in its
+# AppConfig). kwargs: change_ids (list[int]); each receiver returns {change id: request id}.
+change_origin_requested = Signal()
+
+
+def request_ids_for_changes(change_ids) -> dict[int, int]:
+    """{change id: id of the request that made it}; changes made otherwise are left out. One
+    query for any number of changes (with requests_app installed)."""
+    ids = list(change_ids)
+    found: dict[int, int] = {}
+    if not ids:
+        return found
+    for _receiver, answer in change_origin_requested.send(sender=None, change_ids=ids):
+        found.update(answer or {})
+    return found

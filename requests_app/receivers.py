@@ -79,9 +79,9 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
         message=message,
     )
     if target == Status.PENDING_EXECUTIVE:
-        from .services import _notify_executives
+        from .services import executives_notify
 
         division_deciders = ApprovalStep.objects.filter(
             request=req, round=req.round, stage=Stage.DIVISION
         ).select_related("decider")
-        _notify_executives(req, exclude=[s.decider for s in division_deciders])
+        executives_notify(req, exclude=[s.decider for s in division_deciders])

@@ -356,7 +356,8 @@ def _notify_division(req: ComputeRequest) -> None:
     )
 
 
-def _notify_executives(req: ComputeRequest, *, exclude=()) -> None:
+def executives_notify(req: ComputeRequest, *, exclude=()) -> None:
+    """Tell the executives (all but the requester and `exclude`) a request waits for them."""
     execs = _users_with_role(RoleGrant.Role.EXECUTIVE, exclude=[req.requester, *exclude])
     notify(
         recipients=execs,
@@ -557,5 +558,5 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         link=_link(req),
     )
     if target == Status.PENDING_EXECUTIVE:
-        _notify_executives(req, exclude=[user])
+        executives_notify(req, exclude=[user])
     return req

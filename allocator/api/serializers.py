@@ -1,14 +1,12 @@
 """Input and output shapes of /api/v1/pools/, /allocations/ and /capacity-changes/
 (PRODUCT.md section 6). Output serializers only read; inputs only parse — services decide."""
 
-from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..models import Allocation, CapacityChange
-
-MAX_GPUS = 1_000_000
+from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange
+from ..signals import request_ids_for_changes
 
 
 class PoolConnectorSerializer(serializers.Serializer):
@@ -44,10 +42,21 @@ class PoolSerializer(serializers.Serializer):
         return None if connector is None else PoolConnectorSerializer(connector).data
 
 
+class AllocationListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        items = list(data.all() if hasattr(data, "all") else data)
+        # the requests behind the whole page's changes, in one query
+        self.child.request_ids = request_ids_for_changes(
+            {a.change_id for a in items if a.change_id}
+        )
+        return super().to_representation(items)
+
+
 class AllocationSerializer(serializers.ModelSerializer):
     request = serializers.SerializerMethodField()
     gpu_hours_used = serializers.SerializerMethodField()
     enforcement = serializers.SerializerMethodField()
+    request_ids: dict[int, int] | None = None  # set by AllocationListSerializer
 
     class Meta:
         model = Allocation
@@ -64,6 +73,7 @@ class AllocationSerializer(serializers.ModelSerializer):
             "enforcement",
         ]
         read_only_fields = fields
+        list_serializer_class = AllocationListSerializer
 
     # The next two read rows of allocator.connectors by their related names (prefetched by
     # the views), so this module never imports a connector.
@@ -100,10 +110,9 @@ class AllocationSerializer(serializers.ModelSerializer):
     def get_request(self, allocation) -> int | None:
         if allocation.change_id is None:
             return None
-        try:
-            return allocation.change.request.pk
-        except ObjectDoesNotExist:
-            return None
+        if self.request_ids is None:
+            return request_ids_for_changes([allocation.change_id]).get(allocation.change_id)
+        return self.request_ids.get(allocation.change_id)
 
 
 class ReclaimInputSerializer(serializers.Serializer):
@@ -111,7 +120,7 @@ class ReclaimInputSerializer(serializers.Serializer):
     new_end = serializers.DateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=2000)
     notice = serializers.IntegerField(
-        required=False, allow_null=True, min_value=0, max_value=24 * 365, help_text="Hours."
+        required=False, allow_null=True, min_value=0, max_value=MAX_NOTICE_HOURS, help_text="Hours."
     )
     transfer_to = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="An approved change's id."
