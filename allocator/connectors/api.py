@@ -13,7 +13,8 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
-from allocator.policies import can_manage_pools, sees_everything
+from allocator.policies import can_manage_pools
+from org.visibility import sees_every_project
 
 from .kueue import kueue_yaml
 from .models import PoolConnector
@@ -67,7 +68,7 @@ class KueueExportView(APIView):
         responses={(200, "application/yaml"): OpenApiTypes.STR},
     )
     def get(self, request):
-        if not sees_everything(request.user):
+        if not sees_every_project(request.user):
             raise PermissionDenied("Only compute ops and executives can export the quotas.")
         return HttpResponse(kueue_yaml(), content_type="application/yaml; charset=utf-8")
 

@@ -9,7 +9,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from allocator.policies import can_manage_pools, sees_everything
+from allocator.policies import can_manage_pools
+from org.visibility import sees_every_project
 
 from . import selectors
 from .models import PoolConnector
@@ -53,7 +54,7 @@ CHART_WIDTH = 600
 def usage_report_page(request):
     """GPU-hours allocated and used per division, team or project and month (compute ops and
     executives); `?format=csv` downloads the same rows."""
-    if not sees_everything(request.user):
+    if not sees_every_project(request.user):
         raise Http404
     from .usage import LEVELS, usage_report
 
