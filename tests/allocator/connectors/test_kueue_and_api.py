@@ -121,3 +121,37 @@ def test_ops_connector_page_is_hidden_from_others(client, requester, ops, connec
     assert page.status_code == 200
     assert "east/H100 → Slurm east / gpu" in page.content.decode()
     assert "Never synced" in page.content.decode()
+
+
+def test_pool_connect_refuses_unknown_pools_and_bad_names(pool):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No pool named 'nowhere/X'"):
+        call_command(
+            "pool_connect",
+            "nowhere/X",
+            "slurm",
+            "--cluster",
+            "c",
+            "--partition",
+            "p",
+            "--gres",
+            "gpu",
+            "--no-sync",
+        )
+    with pytest.raises(CommandError, match="cluster 'a,b' is not a Slurm name"):
+        call_command(
+            "pool_connect",
+            "east/H100",
+            "slurm",
+            "--cluster",
+            "a,b",
+            "--partition",
+            "p",
+            "--gres",
+            "gpu",
+            "--no-sync",
+        )
+    with pytest.raises(CommandError, match="east/H100 has no connector"):
+        call_command("pool_sync", "east/H100")
+    assert not PoolConnector.objects.exists()
