@@ -11,17 +11,10 @@ from django.db import connection
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from .loaders import HOLDING_STATES as HOLDING_STATES  # callers have always found it here
+from .loaders import holding_allocations, load_pool_rows
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
-from .timeline import Span, Timeline
-
-# Allocations that hold GPUs over their [start, end). A released or fully reclaimed allocation
-# gives its GPUs back: its end is cut to the moment it was given back when it had started, and
-# it is left out of every holding from then on (one that never started never held anything).
-HOLDING_STATES = (Allocation.State.ACTIVE, Allocation.State.ENDED)
-
-
-def holding_allocations():
-    return Allocation.objects.filter(state__in=HOLDING_STATES)
+from .timeline import Timeline
 
 
 def horizon() -> timedelta:
@@ -31,14 +24,7 @@ def horizon() -> timedelta:
 def pool_timeline(pool_id: int, *, origin: datetime | None = None) -> Timeline:
     """The pool's capacity and holdings from `origin` (default now) on. Two queries."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    return load_pool_rows([pool_id], origin=origin).timeline(pool_id, origin)
 
 
 def division_timeline(
@@ -46,14 +32,12 @@ def division_timeline(
 ) -> Timeline:
     """Holdings of one division in a pool (capacity is the pool's)."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin, project__team__division_id=division_id)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    rows = load_pool_rows(
+        [pool_id],
+        origin=origin,
+        holdings=holding_allocations().filter(project__team__division_id=division_id),
+    )
+    return rows.timeline(pool_id, origin)
 
 
 def fits(pool_id: int, gpus: int, start: datetime, end: datetime) -> bool:
@@ -313,16 +297,15 @@ def pool_chart(
         t = min(max(t, start), end)
         return round((t - start).total_seconds() / span_seconds * width, 1)
 
-    changes = list(
-        CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    rows = load_pool_rows(
+        [pool_id],
+        origin=start,
+        until=end,
+        holdings=holding_allocations().select_related("project__team").order_by("start", "id"),
+        fields=None,
     )
-    allocations = list(
-        holding_allocations()
-        .filter(pool_id=pool_id, end__gt=start, start__lt=end)
-        .select_related("project__team")
-        .order_by("start", "id")
-    )
-    timeline = Timeline(start, changes, [Span(a.start, a.end, a.gpus) for a in allocations])
+    allocations: list[Allocation] = rows.held[pool_id]
+    timeline = rows.timeline(pool_id, start)
     steps = [s for s in timeline.steps if s.at < end]
     max_value = max([1, *(max(s.capacity, s.held) for s in steps)])
 

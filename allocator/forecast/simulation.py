@@ -48,9 +48,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from ..loaders import HOLDING_STATES
 from ..models import Allocation, CapacityChange
 from ..planning import Demand, demand_for, fit_start, reservation, share_refusal
-from ..selectors import HOLDING_STATES, horizon, queue_key, share_check_on
+from ..selectors import horizon, queue_key, share_check_on
 from ..timeline import Span, Timeline
 from .state import PoolState, SimAllocation, SimChange, Status, load_pools
 from .words import duration_words, when
@@ -61,7 +62,7 @@ MAX_INSTANTS = 20_000  # a safety net: every instant retires a demand or a recla
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ForecastOutcome:
     change_id: int
     kind: str  # "allocated", "review" (sent to executive review), "failed" (never served)
     decided_at: datetime | None  # the instant the engine would act
@@ -78,7 +79,7 @@ class Outcome:
 class Forecast:
     pool_id: int
     now: datetime
-    outcomes: dict[int, Outcome]  # change id -> what becomes of it
+    outcomes: dict[int, ForecastOutcome]  # change id -> what becomes of it
     instants: list[datetime]  # where the engine acts (now first)
     allocations: list[SimAllocation] = field(default_factory=list)  # the pool at the end
 
@@ -118,7 +119,7 @@ class _Simulation:
         self.allocations = {a.id: a for a in state.allocations}
         self._owned: set[int] = set()
         self.reclaims = sorted(state.reclaims, key=lambda r: (r.effective_at, r.pk))
-        self.outcomes: dict[int, Outcome] = {}
+        self.outcomes: dict[int, ForecastOutcome] = {}
         self.cascades: dict[str, int] = {}  # why re-planning went on behind a change (a figure)
         self.instants: list[datetime] = []
         self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
@@ -270,7 +271,7 @@ class _Simulation:
         self._settle(change, "allocated", t, span=span)
 
     def _settle(self, change, kind: str, t: datetime, *, span=None, reason: str = "") -> None:
-        self.outcomes[change.pk] = Outcome(
+        self.outcomes[change.pk] = ForecastOutcome(
             change_id=change.pk,
             kind=kind,
             decided_at=t,
@@ -560,7 +561,9 @@ class _Simulation:
                 what = events[0] if events else "GPUs free up"
                 more = f" (and {len(events) - 1} more)" if len(events) > 1 else ""
                 reason = f"when {what}{more} on {when(o.decided_at)}"
-            self.outcomes[key] = Outcome(o.change_id, o.kind, o.decided_at, o.start, o.end, reason)
+            self.outcomes[key] = ForecastOutcome(
+                o.change_id, o.kind, o.decided_at, o.start, o.end, reason
+            )
 
 
 def simulate(state: PoolState, *, now: datetime) -> Forecast:
