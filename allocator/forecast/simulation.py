@@ -391,23 +391,11 @@ class _Simulation:
     def _timeline_before(
         self, i: int, kept: list[_Entry], t: datetime, diff: tuple[Span, ...] = ()
     ) -> Timeline:
-        """The planning timeline in front of queue entry i (with `diff` more, what changed
-        ahead of it in this serve): its snapshot when the plan ahead of it did not change (plus
-        what changed ahead of it since, its own `diff`); for an entry just added, the snapshot of
-        the one after it (planned on the same timeline); else built from what the entries ahead
-        hold."""
-        if i == 0:
-            return self.base
-        entry = self.queue[i]
-        if entry.snapshot is None and i + 1 < len(self.queue):
-            entry = self.queue[i + 1]
-        if entry.snapshot is None:
-            return self._planning_timeline(kept, t)
-        timeline = entry.snapshot
-        for span in (*entry.diff, *diff):
-            if span.end > t:
-                timeline = timeline.with_span(span)
-        return timeline
+        """The planning timeline in front of queue entry i: the base, which holds every placement
+        so far (also those behind it: a change behind a waiting one may be placed over its window,
+        PRODUCT.md section 4, work conservation), plus what the changes ahead of it hold. A
+        snapshot taken when it was planned would miss those placements."""
+        return self._planning_timeline(kept, t)
 
     def _planning_timeline(self, ahead: list[_Entry], t: datetime) -> Timeline:
         """The pool as planned for the next change: the base plus what the changes ahead of it
