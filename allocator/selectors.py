@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
@@ -174,7 +175,20 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
 QUEUE_ORDER = ("-priority", "approved_at", "id")
 
 
-def queue_key(change: AllocationChange) -> tuple:
+class Queued(Protocol):
+    """A change as the queue orders it: an AllocationChange, or the forecast's SimChange."""
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def approved_at(self) -> datetime: ...
+
+    @property
+    def pk(self) -> int: ...
+
+
+def queue_key(change: Queued) -> tuple[int, datetime, int]:
     """The queue order in Python: priority first (higher serves first), then approval time."""
     return (-change.priority, change.approved_at, change.pk)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -112,7 +112,7 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
         timeline = rows_of.timeline(change.pool_id, now)
         start = max(change.start, effective)
         end = change.end if not change.flexible_start else start + (change.end - change.start)
-        suggestion = dict(
+        suggestion: dict[str, Any] = dict(
             change_id=change.pk,
             request_id=requests.get(change.pk),
             pool_id=change.pool_id,
@@ -158,7 +158,7 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
                 tl = tl.with_span(Span(max(r.start, effective), r.end, -r.gpus))
             return tl
 
-        chosen = []
+        chosen: list[HeldAllocation] = []
         for r in candidates:
             if freed(chosen).fits(change.gpus, start, end):
                 break

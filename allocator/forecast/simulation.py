@@ -44,6 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
@@ -222,7 +223,7 @@ class _Simulation:
         entry.held = held
         entry.why_on = timeline  # the words are made only when needed (`_why_of`)
         entry.unblock = entry.reserve_from = entry.closes = None
-        if demand.flexible:
+        if demand.latest_start is not None:  # flexible
             entry.closes = demand.latest_start + TICK
         elif change.kind == "extension":
             entry.closes = demand.start  # the extended allocation's end
@@ -253,7 +254,9 @@ class _Simulation:
 
     def _allocate(self, change: SimChange, span: Span, t: datetime) -> None:
         if change.kind == "extension":
-            self._own(change.target_allocation_id).end = span.end
+            target = self._own(cast(int, change.target_allocation_id))
+            assert target is not None  # an extension's target is loaded with the pool
+            target.end = span.end
         else:
             self.allocations[-change.pk] = SimAllocation(
                 id=-change.pk,
@@ -270,7 +273,15 @@ class _Simulation:
             self.divisions[change.division_id] = self.divisions[change.division_id].with_span(span)
         self._settle(change, "allocated", t, span=span)
 
-    def _settle(self, change, kind: str, t: datetime, *, span=None, reason: str = "") -> None:
+    def _settle(
+        self,
+        change: SimChange,
+        kind: str,
+        t: datetime | None,
+        *,
+        span: Span | None = None,
+        reason: str = "",
+    ) -> None:
         self.outcomes[change.pk] = ForecastOutcome(
             change_id=change.pk,
             kind=kind,
@@ -316,6 +327,7 @@ class _Simulation:
                 cascading = True
                 timeline = self._timeline_before(i, kept, t)
             if cascading:
+                assert timeline is not None  # set when cascading began, then extended
                 entry.snapshot, entry.diff = timeline, ()
                 outcome, held = self._try(entry, timeline, t)
                 if outcome == "waiting":
@@ -354,6 +366,7 @@ class _Simulation:
             if diff is None:
                 timeline = None
             elif held is not None:
+                assert timeline is not None  # it held something: it was planned on `timeline`
                 timeline = timeline.with_span(held)
         self.queue = kept
 
@@ -416,6 +429,7 @@ class _Simulation:
             if a is None or a.state != Allocation.State.ACTIVE or a.end <= reclaim.effective_at:
                 continue  # the engine cancels it
             a = self._own(reclaim.allocation_id)
+            assert a is not None  # found just above
             applied = True
             if reclaim.new_gpus == 0:
                 if a.start < reclaim.effective_at < a.end:
@@ -538,6 +552,7 @@ class _Simulation:
         for key, o in list(self.outcomes.items()):
             if o.kind != "allocated" or o.reason:
                 continue
+            assert o.start is not None and o.decided_at is not None  # an allocation has both
             if o.decided_at == self.now:
                 reason = (
                     "as the GPUs are free now for its whole period"

@@ -228,6 +228,7 @@ def _settle_applied(
 ) -> None:
     reasons = []
     if change.kind == AllocationChange.Kind.EXTENSION:
+        assert change.target_allocation_id is not None  # an extension names its allocation
         allocation = targets[change.target_allocation_id]
         allocation.end = span.end
         allocation.save(update_fields=["end"])

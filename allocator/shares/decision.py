@@ -91,12 +91,12 @@ def division_share_set(*, actor, division_id: int, pool_id: int, gpus) -> ShareU
     gpus = _parse_gpus(gpus)
     division = Division.objects.filter(pk=division_id).first()
     pool = Pool.objects.filter(pk=pool_id).first()
-    errors = {}
+    errors: dict[str, list[str]] = {}
     if division is None:
         errors["division"] = ["No such division."]
     if pool is None:
         errors["pool"] = ["No such pool."]
-    if errors:
+    if errors or division is None or pool is None:
         raise ValidationError(errors)
 
     origin = timezone.now()

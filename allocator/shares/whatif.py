@@ -113,6 +113,7 @@ def share_whatif(
         b, a = before[change_id], after[change_id]
         shift = None
         if b.kind == a.kind == "allocated":
+            assert a.start is not None and b.start is not None  # an allocation has a start
             shift = round((a.start - b.start).total_seconds() / 86400, 1)
         label, gpus = labels.get(change_id, ("a request", 0))
         moved.append(
