@@ -84,7 +84,7 @@ def demand_for(change, now: datetime, targets: dict, *, horizon: timedelta):
     """(Demand, None) for an approved change the engine can still serve at `now`, or (None, why
     not). `change` has pk, kind, target_allocation_id, gpus, start, end, flexible_start;
     `targets` maps allocation ids to objects with state, end and gpus. The apply engine
-    (services._serve) and the forecast (allocator/forecast.py) both call this."""
+    (services.engine) and the forecast (allocator/forecast/) both call this."""
     if change.kind == EXTENSION:
         target = targets.get(change.target_allocation_id)
         if target is None or target.state != ACTIVE or target.end <= now:

@@ -281,7 +281,7 @@ def _forecast_words(o) -> tuple[datetime | None, str]:
 
 def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, RequestForecast]:
     """request id -> its forecast, for the approved ones not yet holding their GPUs: waiting or
-    approved (from the pool's forecast, allocator/forecast.py, cached per pool version), and
+    approved (from the pool's forecast, allocator/forecast/, cached per pool version), and
     allocated ones whose allocation starts later. A bounded number of queries for any number of
     requests: pool versions, then for pools not in the cache the forecast's own six."""
     from allocator.forecast import outcomes_for_pools, when
@@ -409,7 +409,7 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     """For requests awaiting a decision: the division's share before and after (share_effects),
     whether approving now would allocate it at once, from a later date, or leave it waiting —
     and which waiting requests it would delay and by how much. Simulates each request's pool
-    without it (once per pool) and with it (allocator/forecast.py), both at the same instant.
+    without it (once per pool) and with it (allocator/forecast/), both at the same instant.
     Cached per pool version (allocator.forecast.pool_versions: any write the forecast reads
     changes it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
     share effects (3), the pool versions (1), on a cache miss the pools' rows (6), the delayed
