@@ -19,6 +19,7 @@ from allocator.models import Allocation, DivisionShare, Pool
 from audit.models import AuditEvent
 from org.models import Division, Team
 from org.roles import roles_of
+from org.visibility import visible_projects_q
 
 from .models import ApprovalStep, ComputeRequest
 from .workflow import Stage, Status
@@ -36,15 +37,7 @@ def visibility_q(user) -> Q | None:
     if not roles.authenticated:
         return None
     on_team = Q(project__team_id__in=roles.team_ids)
-    if roles.is_executive or roles.is_compute_ops:
-        cleared = Q()
-    else:
-        cleared = (
-            Q(project__confidential=False)
-            | on_team
-            | Q(project__team__division_id__in=roles.lead_division_ids)
-        )
-    return on_team | (~Q(status=Status.DRAFT) & cleared)
+    return on_team | (~Q(status=Status.DRAFT) & visible_projects_q(user, "project__"))
 
 
 def requests_visible_to(user) -> QuerySet[ComputeRequest]:
