@@ -97,7 +97,8 @@ def notifications_email_due(
     limits it to those people (the after-commit call); `older_than` to notices due for that long
     (the periodic sweep for emails whose after-commit call was lost). Returns emails sent."""
     table = Notification._meta.db_table
-    where, params = ["email_due"], []
+    where: list[str] = ["email_due"]
+    params: list[object] = []
     if recipient_ids is not None:
         where.append("recipient_id = ANY(%s)")
         params.append(list(recipient_ids))
