@@ -75,9 +75,10 @@ def connectors_overview() -> list[PoolConnector]:
         .values_list("allocation__pool_id", "allocation__project_id", "total")
     }
     for c in connectors:
-        c.recent_runs = runs.get(c.pk, [])
-        c.pending = pending.get(c.pk, [])
-        c.rows = [
+        # Attributes for the page only, set on these instances.
+        c.recent_runs = runs.get(c.pk, [])  # type: ignore[attr-defined]
+        c.pending = pending.get(c.pk, [])  # type: ignore[attr-defined]
+        c.rows = [  # type: ignore[attr-defined]
             AccountRow(
                 pool_account=pa,
                 ledger_gpus=held.get((c.pool_id, pa.project_id), 0),

@@ -375,12 +375,12 @@ def _mark_covered(pool_account: PoolAccount) -> None:
 def _tree_repair(slurm: Slurm, pool_account: PoolAccount, accounts: dict) -> list[str]:
     """Division -> team -> project accounts exist under the right parents; team members are
     users of the project's account. Returns what it changed."""
-    done = []
-    chain = []
-    account = pool_account.account
-    while account is not None:
-        chain.append(account)
-        account = account.parent
+    done: list[str] = []
+    chain: list[SchedulerAccount] = []
+    link: SchedulerAccount | None = pool_account.account
+    while link is not None:
+        chain.append(link)
+        link = link.parent
     parent_name = "root"
     for account in reversed(chain):
         existing = accounts.get(account.name)

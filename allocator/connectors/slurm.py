@@ -96,19 +96,18 @@ class Slurm:
                 check=False,
             )
         except subprocess.TimeoutExpired as timeout:
-            output = (timeout.stdout or b"") + (timeout.stderr or b"")
-            if isinstance(output, bytes):
-                output = output.decode(errors="replace")
+            partial = [p for p in (timeout.stdout, timeout.stderr) if p]
+            said = "".join(
+                p.decode(errors="replace") if isinstance(p, bytes) else p for p in partial
+            )
             raise SlurmError(
-                f"timed out after {self.timeout:g} s", command=shown, output=output[-4000:]
+                f"timed out after {self.timeout:g} s", command=shown, output=said[-4000:]
             ) from timeout
         except OSError as missing:
             raise SlurmError(str(missing), command=shown) from missing
-        output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
-            raise SlurmError(
-                f"exit status {result.returncode}", command=shown, output=output[-4000:]
-            )
+            said = (result.stdout + result.stderr).strip()
+            raise SlurmError(f"exit status {result.returncode}", command=shown, output=said[-4000:])
         return result.stdout
 
     def sacctmgr(self, *args: str) -> str:
