@@ -1,6 +1,5 @@
 from csp.decorators import csp_update
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -16,8 +15,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", common_views.overview, name="overview"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("requests/", include("requests_app.urls")),
     path("", include("allocator.urls")),
     path("", include("org.urls")),

@@ -33,12 +33,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "mozilla_django_oidc",
     "common",
     "org",
     "audit",
     "notifications",
     "allocator",
     "requests_app",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -106,7 +108,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # first so it sees every attempt.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.LocalPasswordBackend",
+    "accounts.backends.ProviderBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
@@ -116,6 +119,22 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 LOGIN_URL = "login"
+# --- Sign-in through the lab's identity provider (PRODUCT.md section 9, README "Single sign-on").
+# OIDC is on exactly when OIDC_ISSUER is set; discovery at OIDC_ISSUER/.well-known/openid-configuration.
+OIDC_ISSUER = env("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_GROUPS_CLAIM = env("OIDC_GROUPS_CLAIM", default="groups")
+# Many providers send groups only when asked for them: add `groups` (Okta, oidc-provider) here.
+OIDC_SCOPES = env("OIDC_SCOPES", default="openid email profile")
+OIDC_SIGN_ALGO = env("OIDC_SIGN_ALGO", default="RS256")
+# JSON: IdP group -> {"team": name} | {"role": "division_lead", "division": name}
+#                    | {"role": "executive"} | {"role": "compute_ops"}. Checked at start-up.
+ALLOTMENT_OIDC_GROUPS = env("ALLOTMENT_OIDC_GROUPS", default="{}")
+# Off: no password form, no password accepted anywhere (the form, the admin, the token
+# endpoint); API tokens already issued keep working.
+ALLOTMENT_LOCAL_LOGIN = env.bool("ALLOTMENT_LOCAL_LOGIN", default=True)
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
