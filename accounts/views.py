@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
-from django.shortcuts import redirect, resolve_url
+from django.shortcuts import redirect, render, resolve_url
 from django.urls import reverse
 from django.views.generic import View
 from mozilla_django_oidc.views import (
@@ -137,8 +137,13 @@ class SignOutView(OIDCLogoutView):
 
     def post(self, request):
         response = super().post(request)
-        target = urlsplit(response["Location"])
-        if target.scheme and target.netloc:
-            # Browsers apply the form-action policy to a form's redirects too: allow this one.
-            response._csp_update = {"form-action": [f"{target.scheme}://{target.netloc}"]}
-        return response
+        target = response["Location"]
+        if not urlsplit(target).netloc:
+            return response
+        # Browsers hold a form's redirects to the submitting page's form-action policy ('self'),
+        # so the way to the provider is a page that moves on by itself (meta refresh), with a link.
+        return render(
+            request,
+            "registration/signed_out.html",
+            {"provider_logout_url": target, "oidc_provider_name": provider_name()},
+        )
