@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("org.api.urls")),
     path("", include("audit.api")),
     path("", include("notifications.api")),
+    path("", include("accounts.api")),
 ]
 
 urlpatterns = [

@@ -118,6 +118,10 @@ class ApprovalStep(models.Model):
     decider = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+    # Set when the decider acted as someone's delegate (accounts.Delegation): "X on behalf of Y".
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     comment = models.TextField(blank=True, max_length=JUSTIFICATION_MAX)
     decided_at = models.DateTimeField(auto_now_add=True)
 
@@ -131,4 +135,11 @@ class ApprovalStep(models.Model):
         ]
 
     def __str__(self):
-        return f"#{self.request_id} {self.stage}: {self.decision} by {self.decider}"
+        return f"#{self.request_id} {self.stage}: {self.decision} by {self.decided_by}"
+
+    @property
+    def decided_by(self) -> str:
+        """ "rlead", or "alead on behalf of rlead" for a delegate's decision."""
+        if self.on_behalf_of_id:
+            return f"{self.decider.get_username()} on behalf of {self.on_behalf_of.get_username()}"
+        return self.decider.get_username()

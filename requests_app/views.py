@@ -58,7 +58,8 @@ def request_list(request):
 
 def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
     steps = list(req.steps.all())
-    decide_verdict = policies.can_decide(request.user, req, steps=steps)
+    capacity = policies.decide_capacity(request.user, req, steps=steps)
+    decide_verdict = capacity.verdict
     impact = (
         selectors.approval_impacts([req], user=request.user).get(req.pk) if decide_verdict else None
     )
@@ -69,6 +70,7 @@ def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
         "queue_position": selectors.queue_positions_for([req]).get(req.pk),
         "can": policies.available_actions(request.user, req, steps=steps),
         "decide_verdict": decide_verdict,
+        "deciding_for": capacity.acting.delegator_name if capacity.acting else None,
         "impact": impact,
         "stage": policies.current_stage(req),
         "decision_form": decision_form or DecisionForm(),

@@ -268,6 +268,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RequestKindEnum": "requests_app.models.ComputeRequest.Kind",
         "CapacityChangeKindEnum": "allocator.models.CapacityChange.Kind",
+        "RoleGrantRoleEnum": "org.models.RoleGrant.Role",
+        "DelegationRoleEnum": "accounts.models.Delegation.Role",
     },
     # Every endpoint's error answers (400/403/404/409/413/415/422/429), see common/schema.py.
     "POSTPROCESSING_HOOKS": [
