@@ -237,7 +237,7 @@ def allocations_for_user(user):
 
     return (
         Allocation.objects.filter(visible_projects_q(user, "project__"))
-        .select_related("pool", "project__team__division", "change__request")
+        .select_related("pool", "project__team__division")
         .order_by("-start", "-id")
     )
 

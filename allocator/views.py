@@ -1,5 +1,5 @@
 """Pool pages, the ops console and the release button. Views parse input, call one service and
-render; the services hold the rules (allocator/services.py)."""
+render; the services hold the rules (allocator/services/)."""
 
 from datetime import timedelta
 

@@ -5,6 +5,8 @@ events of the compute requests they may view (requests_app.policies.can_view, as
 requests_app.selectors.visibility_q) and nothing else — events of pools, shares, projects and
 allocations carry figures of other teams."""
 
+from typing import Any
+
 import django_filters
 from django.db.models import Subquery
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -19,7 +21,9 @@ REQUEST_TYPE = "requests_app.computerequest"
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    actor: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     before = serializers.JSONField(read_only=True)
     after = serializers.JSONField(read_only=True)
 

@@ -1,6 +1,8 @@
 """Input and output shapes of the org API (divisions, teams, projects) and the token endpoint.
 Inputs are plain serializers validated before any service runs; outputs never write."""
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -15,7 +17,10 @@ class ApiErrorSerializer(serializers.Serializer):
     """The JSON error shape of every endpoint (common/api.py)."""
 
     detail = serializers.CharField()
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    # A declared field, not Serializer.errors: DRF's metaclass moves fields out of the class body.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
 
 
 # --- divisions and shares ---
@@ -93,7 +98,7 @@ class ShareUpdateSerializer(serializers.Serializer):
 
 class TeamSerializer(serializers.ModelSerializer):
     division_name = serializers.CharField(source="division.name", read_only=True)
-    members = serializers.SlugRelatedField(
+    members: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
         many=True, read_only=True, slug_field=get_user_model().USERNAME_FIELD
     )
 

@@ -150,6 +150,8 @@ def test_ops_capacity_form_records_arrival(client, ops, pool):
         ({"capacity-delta": 10**9}, "less than or equal"),
         ({"capacity-effective_at": "not a date"}, "valid date"),
         ({"capacity-pool": 987654}, "valid choice"),
+        ({"capacity-pool": "x"}, "valid choice"),
+        ({"capacity-note": "x" * 501}, "at most 500 characters"),
         ({"capacity-kind": "decommission", "capacity-delta": -64}, "Allocations in the way"),
     ],
 )
@@ -191,6 +193,9 @@ def test_ops_reclaim_form(client, ops, pool, project):
         ({"reclaim-new_gpus": 9}, "from 0 to 8"),
         ({"reclaim-allocation": 987654}, "Unknown allocation"),
         ({"reclaim-reason": ""}, "required"),
+        ({"reclaim-reason": "   "}, "required"),
+        ({"reclaim-new_gpus": "many"}, "whole number"),
+        ({"reclaim-notice_hours": 10**7}, "less than or equal"),
         ({"reclaim-new_end": "yesterday"}, "valid date"),
         ({"reclaim-notice_hours": 24 * 60}, "before the notice period is over"),
     ],
