@@ -101,7 +101,7 @@ def _state(d: Delegation) -> dict:
         "delegator": d.delegator.username,
         "delegate": d.delegate.username,
         "role": d.role,
-        "division": d.division.name if d.division_id else None,
+        "division": d.division.name if d.division is not None else None,
         "starts_at": d.starts_at,
         "ends_at": d.ends_at,
         "revoked_at": d.revoked_at,

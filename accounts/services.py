@@ -20,7 +20,7 @@ from .oidc import Grant, group_mapping, groups_from_claims
 logger = logging.getLogger("accounts.oidc")
 
 User = get_user_model()
-USERNAME_MAX = User._meta.get_field("username").max_length
+USERNAME_MAX: int = User._meta.get_field("username").max_length or 150
 
 
 class ClaimsRefused(Exception):
@@ -71,7 +71,7 @@ def _user_for_identity(*, issuer: str, subject: str, claims: dict):
         .first()
     )
     created = user is None
-    if created:
+    if user is None:
         user = User(username=_free_username(wanted), **_profile(claims))
         user.set_unusable_password()
         user.save()

@@ -169,28 +169,54 @@ def decide_capacity(user, req, *, steps=None) -> Capacity:
     if req.requester_id == user.pk:
         return Capacity(_deny("You filed this request; someone else must decide it."))
     earlier = _deciders_of_earlier_stage(req, steps) if stage == Stage.EXECUTIVE else set()
-    refusal = None
+    # The first refusal's reason is the one shown (a Verdict is falsy when it refuses).
+    refusals: list[Verdict] = []
     for option in options:
         if option is not None and option.delegator_id == req.requester_id:
-            refusal = refusal or _deny(
-                f"{option.delegator_name} filed this request; you may not decide it on their "
-                "behalf."
+            refusals.append(
+                _deny(
+                    f"{option.delegator_name} filed this request; you may not decide it on "
+                    "their behalf."
+                )
             )
-            continue
-        if user.pk in earlier:
-            refusal = refusal or _deny(
-                "You decided the division review of this request; another person must decide "
-                "its executive review."
+        elif user.pk in earlier:
+            refusals.append(
+                _deny(
+                    "You decided the division review of this request; another person must "
+                    "decide its executive review."
+                )
             )
-            continue
-        if option is not None and option.delegator_id in earlier:
-            refusal = refusal or _deny(
-                f"{option.delegator_name} decided the division review of this request; you may "
-                "not decide its executive review on their behalf."
+        elif option is not None and option.delegator_id in earlier:
+            refusals.append(
+                _deny(
+                    f"{option.delegator_name} decided the division review of this request; you "
+                    "may not decide its executive review on their behalf."
+                )
             )
+        else:
+            return Capacity(ALLOWED, option)
+    return Capacity(refusals[0])
+
+
+def acting_for_in_list(user, req) -> str | None:
+    """For a list of requests already filtered by the inbox selector: the name of the person
+    `user` decides this one for, or None when they decide it in their own right. (Without the
+    steps: decide_capacity, under the row lock, has the last word.)"""
+    roles = roles_of(user)
+    stage = current_stage(req)
+    division_id = _division_id(req)
+    if (stage == Stage.DIVISION and roles.leads(division_id)) or (
+        stage == Stage.EXECUTIVE and roles.is_executive
+    ):
+        return None
+    for acting in acting_for(user):
+        if acting.delegator_id == req.requester_id:
             continue
-        return Capacity(ALLOWED, option)
-    return Capacity(refusal)
+        if (stage == Stage.DIVISION and acting.covers_division_review(division_id)) or (
+            stage == Stage.EXECUTIVE and acting.covers_executive_review
+        ):
+            return acting.delegator_name
+    return None
 
 
 def can_decide(user, req, *, steps=None) -> Verdict:

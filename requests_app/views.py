@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import policies, selectors, services
+from . import policies, selectors, services, sla
 from .forms import DecisionForm, RequestForm, WithdrawForm
 from .workflow import Status
 
@@ -71,6 +71,7 @@ def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
         "can": policies.available_actions(request.user, req, steps=steps),
         "decide_verdict": decide_verdict,
         "deciding_for": capacity.acting.delegator_name if capacity.acting else None,
+        "due": sla.due_for(req),
         "impact": impact,
         "stage": policies.current_stage(req),
         "decision_form": decision_form or DecisionForm(),
@@ -270,6 +271,8 @@ def approvals_inbox(request):
             "age": now - r.waiting_since,
             "effect": impacts[r.pk].effect if r.pk in impacts else None,
             "impact": impacts.get(r.pk),
+            "due": sla.due_for(r, now=now),
+            "on_behalf_of": policies.acting_for_in_list(request.user, r),
         }
         for r in rows
     ]

@@ -232,6 +232,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),
     },
+    # Approval SLAs (requests_app/sla.py): reminders and escalations, and the deciders' digest.
+    "approvals-sla-sweep": {"task": "requests_app.tasks.approvals_sla_sweep", "schedule": 300.0},
+    "approvals-digest": {
+        "task": "requests_app.tasks.approvals_digest",
+        "schedule": crontab(minute=0, hour=env.int("ALLOTMENT_DIGEST_HOUR", default=8)),
+    },
 }
 
 # --- DRF / OpenAPI ---
@@ -290,6 +296,9 @@ ALLOTMENT = {
     # A change whose apply crashed this many times is marked failed for compute ops.
     "MAX_APPLY_ATTEMPTS": env.int("ALLOTMENT_MAX_APPLY_ATTEMPTS", default=3),
     "ENDING_REMINDER_DAYS": (7, 1),
+    # Due time of each approval stage per priority: "<n>h" clock hours, "<n>d" working days
+    # (Mon-Fri). JSON in ALLOTMENT_APPROVAL_SLA overrides, e.g. {"division": {"normal": "2d"}}.
+    "APPROVAL_SLA": env.json("ALLOTMENT_APPROVAL_SLA", default={}),
     "DEMO": False,
 }
 
