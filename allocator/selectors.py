@@ -5,23 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from common.charts import TimelineChart, TimelineItem, timeline_chart
+
+from .loaders import HOLDING_STATES as HOLDING_STATES  # callers have always found it here
+from .loaders import holding_allocations, load_pool_rows
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
-from .timeline import Span, Timeline
-
-# Allocations that hold GPUs over their [start, end). A released or fully reclaimed allocation
-# gives its GPUs back: its end is cut to the moment it was given back when it had started, and
-# it is left out of every holding from then on (one that never started never held anything).
-HOLDING_STATES = (Allocation.State.ACTIVE, Allocation.State.ENDED)
-
-
-def holding_allocations():
-    return Allocation.objects.filter(state__in=HOLDING_STATES)
+from .timeline import Timeline
 
 
 def horizon() -> timedelta:
@@ -31,14 +27,7 @@ def horizon() -> timedelta:
 def pool_timeline(pool_id: int, *, origin: datetime | None = None) -> Timeline:
     """The pool's capacity and holdings from `origin` (default now) on. Two queries."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    return load_pool_rows([pool_id], origin=origin).timeline(pool_id, origin)
 
 
 def division_timeline(
@@ -46,14 +35,12 @@ def division_timeline(
 ) -> Timeline:
     """Holdings of one division in a pool (capacity is the pool's)."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin, project__team__division_id=division_id)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    rows = load_pool_rows(
+        [pool_id],
+        origin=origin,
+        holdings=holding_allocations().filter(project__team__division_id=division_id),
+    )
+    return rows.timeline(pool_id, origin)
 
 
 def fits(pool_id: int, gpus: int, start: datetime, end: datetime) -> bool:
@@ -190,7 +177,20 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
 QUEUE_ORDER = ("-priority", "approved_at", "id")
 
 
-def queue_key(change: AllocationChange) -> tuple:
+class Queued(Protocol):
+    """A change as the queue orders it: an AllocationChange, or the forecast's SimChange."""
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def approved_at(self) -> datetime: ...
+
+    @property
+    def pk(self) -> int: ...
+
+
+def queue_key(change: Queued) -> tuple[int, datetime, int]:
     """The queue order in Python: priority first (higher serves first), then approval time."""
     return (-change.priority, change.approved_at, change.pk)
 
@@ -232,8 +232,8 @@ def queue_positions(change_ids: Iterable[int]) -> dict[int, int]:
 
 def allocations_for_user(user):
     """Allocations the user may see: all but confidential projects' ones outside the circle
-    allowed to see them (policies.can_see_confidential)."""
-    from .policies import visible_projects_q
+    allowed to see them (org.visibility)."""
+    from org.visibility import visible_projects_q
 
     return (
         Allocation.objects.filter(visible_projects_q(user, "project__"))
@@ -247,51 +247,6 @@ def allocation_get_for_user(user, allocation_id) -> Allocation:
     return allocations_for_user(user).get(pk=allocation_id)
 
 
-@dataclass(frozen=True)
-class ChartBar:
-    x: float
-    y: float
-    width: float
-    label: str
-    title: str
-    css: str
-
-    @property
-    def text_x(self) -> float:
-        return round(self.x + 3, 1)
-
-    @property
-    def text_y(self) -> float:
-        return round(self.y + 12, 1)
-
-
-@dataclass(frozen=True)
-class PoolChart:
-    """A server-side SVG of a pool over a window: capacity and held GPUs as step lines, and one
-    bar per allocation in packed lanes. Coordinates are in the SVG's own units."""
-
-    width: int
-    height: int
-    plot_top: int
-    plot_height: int
-    capacity_points: str
-    held_points: str
-    bars: list[ChartBar]
-    lane_height: int
-    ticks: list[tuple[float, str]]
-    now_x: float
-    max_value: int
-    truncated: int
-
-    @property
-    def tick_y(self) -> int:
-        return self.plot_top + self.plot_height + 14
-
-    @property
-    def top_label_y(self) -> int:
-        return self.plot_top + 10
-
-
 def pool_chart(
     pool_id: int,
     *,
@@ -299,89 +254,44 @@ def pool_chart(
     start: datetime | None = None,
     days: int = 90,
     max_bars: int = 60,
-) -> PoolChart:
-    """Two queries: capacity changes, allocations overlapping the window."""
-    from .policies import can_see_confidential
+) -> TimelineChart:
+    """The pool page's timeline (drawn by common.charts). Two queries: capacity changes,
+    allocations overlapping the window."""
+    from org.visibility import can_see_project
 
     now = timezone.now()
     start = start or now - timedelta(days=7)
     end = now + timedelta(days=days)
-    width, plot_top, plot_height, lane_height = 900, 10, 140, 16
-    span_seconds = (end - start).total_seconds()
-
-    def x_of(t: datetime) -> float:
-        t = min(max(t, start), end)
-        return round((t - start).total_seconds() / span_seconds * width, 1)
-
-    changes = list(
-        CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    rows = load_pool_rows(
+        [pool_id],
+        origin=start,
+        until=end,
+        holdings=holding_allocations().select_related("project__team").order_by("start", "id"),
+        fields=None,
     )
-    allocations = list(
-        holding_allocations()
-        .filter(pool_id=pool_id, end__gt=start, start__lt=end)
-        .select_related("project__team")
-        .order_by("start", "id")
-    )
-    timeline = Timeline(start, changes, [Span(a.start, a.end, a.gpus) for a in allocations])
-    steps = [s for s in timeline.steps if s.at < end]
-    max_value = max([1, *(max(s.capacity, s.held) for s in steps)])
-
-    def y_of(value: int) -> float:
-        return round(plot_top + plot_height - value / max_value * plot_height, 1)
-
-    def step_points(attr: str) -> str:
-        points = []
-        for i, step in enumerate(steps):
-            x0 = x_of(step.at)
-            x1 = x_of(steps[i + 1].at) if i + 1 < len(steps) else width
-            y = y_of(getattr(step, attr))
-            points += [f"{x0},{y}", f"{x1},{y}"]
-        return " ".join(points)
-
-    lanes_end: list[datetime] = []
-    bars = []
-    shown = allocations[:max_bars]
-    for a in shown:
-        lane = next((i for i, e in enumerate(lanes_end) if e <= a.start), None)
-        if lane is None:
-            lane = len(lanes_end)
-            lanes_end.append(a.end)
-        else:
-            lanes_end[lane] = a.end
-        visible = can_see_confidential(user, a.project)
+    allocations: list[Allocation] = rows.held[pool_id]
+    timeline = rows.timeline(pool_id, start)
+    items = []
+    for a in allocations[:max_bars]:
+        visible = can_see_project(user, a.project)
         name = a.project.name if visible else "Confidential project"
-        x0, x1 = x_of(a.start), x_of(a.end)
-        bars.append(
-            ChartBar(
-                x=x0,
-                y=plot_top + plot_height + 24 + lane * (lane_height + 4),
-                width=max(x1 - x0, 2),
+        items.append(
+            TimelineItem(
+                start=a.start,
+                end=a.end,
                 label=f"{name} · {a.gpus}",
                 title=f"#{a.pk} {name}: {a.gpus} GPUs, {a.start:%Y-%m-%d %H:%M} → "
                 f"{a.end:%Y-%m-%d %H:%M} UTC",
-                css="bar-confidential" if not visible else "bar",
+                css="bar" if visible else "bar-confidential",
             )
         )
-    ticks = []
-    tick = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    while tick < end:
-        if tick.day in (1, 15):
-            ticks.append((x_of(tick), f"{tick:%b %d}"))
-        tick += timedelta(days=1)
-    height = plot_top + plot_height + 30 + max(len(lanes_end), 1) * (lane_height + 4)
-    return PoolChart(
-        width=width,
-        height=height,
-        plot_top=plot_top,
-        plot_height=plot_height,
-        capacity_points=step_points("capacity"),
-        held_points=step_points("held"),
-        bars=bars,
-        lane_height=lane_height,
-        ticks=ticks,
-        now_x=x_of(now),
-        max_value=max_value,
-        truncated=max(len(allocations) - len(shown), 0),
+    return timeline_chart(
+        [s for s in timeline.steps if s.at < end],
+        items,
+        start=start,
+        end=end,
+        now=now,
+        left_out=max(len(allocations) - len(items), 0),
     )
 
 
