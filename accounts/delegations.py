@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -169,7 +170,7 @@ def delegation_create(
         kind=Notification.Kind.INFO,
         message=f"{actor} named you to decide {what} on their behalf from "
         f"{starts_at:%Y-%m-%d %H:%M} to {ends_at:%Y-%m-%d %H:%M}.",
-        link="/accounts/delegations/",
+        link=reverse("requests:inbox"),
     )
     return delegation
 

@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("org.api.urls")),
     path("", include("front.audit_api")),
     path("", include("notifications.api")),
+    path("", include("allocator.connectors.api")),
     path("", include("accounts.api")),
 ]
 
@@ -22,6 +23,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("requests/", include("requests_app.urls")),
     path("", include("allocator.urls")),
+    path("", include("allocator.connectors.urls")),
     path("", include("front.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
