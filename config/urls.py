@@ -23,7 +23,7 @@ urlpatterns = [
     path("", include("org.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
-    path("healthz", common_views.healthz, name="healthz"),
+    path("", include("ops.urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI sets inline styles from its own bundle: allowed on this page only.
@@ -38,4 +38,5 @@ urlpatterns = [
 
 handler400 = "common.views.bad_request"
 handler404 = "common.views.not_found"
-handler500 = "common.views.server_error"
+# A database outage answers 503 (ops.views); anything else the app's 500.
+handler500 = "ops.views.server_error"

@@ -9,6 +9,8 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.utils import timezone
 
+from ops import instruments
+
 from .models import Notification
 
 logger = logging.getLogger(__name__)
@@ -90,7 +92,10 @@ def _send_emails(addresses: list[str], message: str, link: str) -> None:
                 ]
             )
     except Exception:  # an unreachable mail server must not undo a committed decision
+        instruments.notification_emails.labels("failed").inc(len(addresses))
         logger.exception("could not send a notification email to %d people", len(addresses))
+    else:
+        instruments.notification_emails.labels("sent").inc(len(addresses))
 
 
 def notifications_mark_read(*, user, ids: Iterable[int] | None = None) -> int:

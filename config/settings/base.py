@@ -8,6 +8,9 @@ import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
 
+from config.logging import configure as configure_logging
+from config.settings.safety import refuse_debug_in_public
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -39,9 +42,14 @@ INSTALLED_APPS = [
     "notifications",
     "allocator",
     "requests_app",
+    "ops",
+    "django_structlog",
 ]
 
 MIDDLEWARE = [
+    # First: they see every answer, including those other middleware make.
+    "ops.middleware.RequestMetricsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
     "common.security.SecurityLogMiddleware",
@@ -209,6 +217,8 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    # Proves beat sends and a worker runs what it sends (/readyz, ops/health.py).
+    "beat-heartbeat": {"task": "ops.tasks.beat_heartbeat", "schedule": 15.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),
@@ -272,11 +282,31 @@ ALLOTMENT = {
     "DEMO": False,
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+# --- Operations (ops/, docs/deploy.md) ---
+ALLOTMENT_OPS = {
+    # /metrics answers these networks (REMOTE_ADDR) and requests carrying
+    # "Authorization: Bearer <METRICS_TOKEN>"; nobody else.
+    "METRICS_ALLOWED_NETWORKS": env.list("METRICS_ALLOWED_NETWORKS", default=[]),
+    "METRICS_TOKEN": env("METRICS_TOKEN", default=""),
+    # /readyz: beat's heartbeat older than this is not ready.
+    "BEAT_MAX_AGE_SECONDS": env.int("ALLOTMENT_BEAT_MAX_AGE_SECONDS", default=120),
+    # A connector plugs its backlog in here (a dotted path to a callable returning an int).
+    "CONNECTOR_BACKLOG": env("ALLOTMENT_CONNECTOR_BACKLOG", default=""),
+    "CONNECTOR_BACKLOG_MAX": env.int("ALLOTMENT_CONNECTOR_BACKLOG_MAX", default=100),
+    # More readiness checks (dotted paths to callables returning ops.health.Check).
+    "READINESS_CHECKS": [],
 }
+
+# --- Logs: JSON lines with request/task context (config/logging.py). ---
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# The ingress's X-Request-ID (JSON-encoded in the logs, so a client's value cannot forge lines),
+# so one id follows a call from the proxy's log through the app's into the worker's.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("TRUST_UPSTREAM_REQUEST_ID", default=True)
+# Celery keeps Django's logging (JSON) instead of installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+LOGGING = configure_logging(
+    level=env("LOG_LEVEL", default="INFO"), fmt=env("LOG_FORMAT", default="json")
+)
+
+refuse_debug_in_public(debug=DEBUG, allowed_hosts=ALLOWED_HOSTS)
