@@ -49,3 +49,27 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit trail is append-only.")
+
+
+class AuditChainLink(models.Model):
+    """The audit trail's hash chain (tamper evidence; `manage.py ledger_verify` checks it).
+
+    One link per audit row, written by PostgreSQL itself at commit (a deferred trigger,
+    migration 0004), in commit order: `hash` = sha256(`prev_hash` | the row's content), and
+    `prev_hash` is the previous link's hash. Editing, deleting or inserting an audit row out of
+    band breaks the chain from there on. Links are taken under one advisory lock held only for
+    the commit itself, so writers queue for microseconds at commit, never while they hold row
+    locks for their work (the apply path keeps its concurrency)."""
+
+    position = models.BigAutoField(primary_key=True)
+    event = models.OneToOneField(
+        AuditEvent, on_delete=models.PROTECT, related_name="chain_link", db_constraint=True
+    )
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self):
+        return f"link {self.position}: audit #{self.event_id} {self.hash[:12]}"
