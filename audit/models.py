@@ -57,9 +57,9 @@ class AuditChainLink(models.Model):
     One link per audit row, written by PostgreSQL itself at commit (a deferred trigger,
     migration 0004), in commit order: `hash` = sha256(`prev_hash` | the row's content), and
     `prev_hash` is the previous link's hash. Editing, deleting or inserting an audit row out of
-    band breaks the chain from there on. Links are taken under one advisory lock held only for
-    the commit itself, so writers queue for microseconds at commit, never while they hold row
-    locks for their work (the apply path keeps its concurrency)."""
+    band breaks the chain from there on. Links are made under one advisory lock taken as the
+    transaction commits, so writers queue only for one another's link insert, not for one
+    another's work (the apply path keeps its concurrency)."""
 
     position = models.BigAutoField(primary_key=True)
     event = models.OneToOneField(

@@ -6,6 +6,8 @@ import time
 
 from . import instruments
 
+PROBES = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
+
 
 class RequestMetricsMiddleware:
     """Requests by view (the URL's name, never the raw path: ids would make a label per
@@ -18,7 +20,10 @@ class RequestMetricsMiddleware:
         started = time.monotonic()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        view = (match.view_name or match.url_name or "unnamed") if match else "unmatched"
+        if match:
+            view = match.view_name or match.url_name or "unnamed"
+        else:  # answered by ProbeMiddleware, or no URL matched
+            view = PROBES.get(request.path_info, "unmatched")
         instruments.http_requests.labels(view, request.method, str(response.status_code)).inc()
         instruments.http_latency.labels(view).observe(time.monotonic() - started)
         return response
@@ -31,3 +36,21 @@ class RequestMetricsMiddleware:
         match = request.resolver_match
         ids = {k: v for k, v in view_kwargs.items() if k == "pk" or k.endswith("_id")}
         structlog.contextvars.bind_contextvars(view=match.view_name if match else None, **ids)
+
+
+class ProbeMiddleware:
+    """/healthz, /readyz and /metrics are answered here, before the host check and the HTTPS
+    redirect: an orchestrator probes a pod by its IP over plain HTTP (a redirect would count as
+    healthy to the kubelet, a refused Host header as dead). /metrics keeps its own access rule."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        from . import views
+
+        self.views = {path: getattr(views, name) for path, name in PROBES.items()}
+
+    def __call__(self, request):
+        view = self.views.get(request.path_info)
+        if view is not None:
+            return view(request)
+        return self.get_response(request)

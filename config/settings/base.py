@@ -50,6 +50,7 @@ MIDDLEWARE = [
     # First: they see every answer, including those other middleware make.
     "ops.middleware.RequestMetricsMiddleware",
     "django_structlog.middlewares.RequestMiddleware",
+    "ops.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
     "common.security.SecurityLogMiddleware",

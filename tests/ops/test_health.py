@@ -131,3 +131,12 @@ def test_worker_health_fails_for_a_missing_worker(celery_worker_process, capsys)
         call_command("worker_health", "--name", "nobody@nowhere", "--timeout", "1")
     assert exit_info.value.code == 1
     assert json.loads(capsys.readouterr().out)["answered"] == []
+
+
+@override_settings(SECURE_SSL_REDIRECT=True, ALLOWED_HOSTS=["allotment.example.org"])
+def test_probes_answer_a_pod_ip_over_plain_http(client):
+    # the kubelet probes http://<pod ip>:8000/healthz: no redirect, no host refusal
+    response = client.get("/healthz", HTTP_HOST="10.1.2.3:8000")
+    assert response.status_code == 200
+    # while the app itself still refuses that host
+    assert client.get("/accounts/login/", HTTP_HOST="10.1.2.3:8000").status_code == 400

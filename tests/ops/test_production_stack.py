@@ -5,7 +5,9 @@ executive approves over HTTP, the worker applies), /metrics shows it in numbers.
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -19,6 +21,8 @@ from tests.support.web import Gunicorn
 from tests.support.workers import Worker, purge_test_broker
 
 pytestmark = [pytest.mark.worker]
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "allotment-dashboard.json"
 
 
 @pytest.fixture
@@ -123,6 +127,15 @@ def test_metrics_after_a_journey(stack, pool, project, requester, division_lead)
     assert _value(samples, "allotment_changes", status="applied") == 1
     assert _value(samples, "allotment_apply_attempts_total") >= 1
     assert _value(samples, "allotment_notification_emails_total", result="sent") >= 1
+    # and every series the Grafana dashboard plots is in the scrape
+    dashboard = json.loads(DASHBOARD.read_text())
+    plotted = {
+        name
+        for p in dashboard["panels"]
+        for t in p["targets"]
+        for name in re.findall(r"\b(allotment_[a-z_]+)", t["expr"])
+    }
+    assert plotted <= {name for name, _ in samples}, plotted - {name for name, _ in samples}
 
 
 def test_metrics_are_refused_outside_the_allowed_networks(client, db):
