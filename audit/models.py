@@ -54,12 +54,13 @@ class AuditEvent(models.Model):
 class AuditChainLink(models.Model):
     """The audit trail's hash chain (tamper evidence; `manage.py ledger_verify` checks it).
 
-    One link per audit row, written by PostgreSQL itself at commit (a deferred trigger,
-    migration 0004), in commit order: `hash` = sha256(`prev_hash` | the row's content), and
-    `prev_hash` is the previous link's hash. Editing, deleting or inserting an audit row out of
-    band breaks the chain from there on. Links are made under one advisory lock taken as the
-    transaction commits, so writers queue only for one another's link insert, not for one
-    another's work (the apply path keeps its concurrency)."""
+    One link per audit row: `hash` = sha256(`prev_hash` | the row's content), `prev_hash` the
+    previous link's hash. Editing, deleting or inserting an audit row out of band breaks the
+    chain from there on. Links are made after the fact by the database function
+    allotment_audit_link_pending() (migration 0004), run every few seconds by beat
+    (ops.tasks.audit_chain_link) and by ledger_verify: the chain is in the order rows were
+    linked, and writers never wait for it (a lock taken at commit deadlocked with the foreign
+    key checks PostgreSQL also runs at commit)."""
 
     position = models.BigAutoField(primary_key=True)
     event = models.OneToOneField(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import connection, transaction
 
@@ -26,7 +27,19 @@ class Report:
         return not self.problems
 
 
-def verify() -> Report:
+def audit_chain_link(*, since: datetime | None = None) -> int:
+    """Link the committed audit rows not linked yet (all of them, or those since `since`);
+    returns how many. Safe to run from many processes at once: they take turns."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT allotment_audit_link_pending(%s)", [since or "-infinity"])
+        return cursor.fetchone()[0]
+
+
+def verify(*, link: bool = True) -> Report:
+    """`link`: first link what committed since the last run (a read-only replica: False, and
+    rows committed since the primary's last run show as unlinked)."""
+    if link:
+        audit_chain_link()
     report = Report()
     # One snapshot for every table read, while workers may still be writing.
     with transaction.atomic():

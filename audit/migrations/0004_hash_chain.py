@@ -1,5 +1,5 @@
-"""The audit trail's hash chain (audit.models.AuditChainLink): a deferred trigger links every
-new audit row at commit; existing rows are chained here, oldest first. The chain table is
+"""The audit trail's hash chain (audit.models.AuditChainLink): allotment_audit_link_pending()
+links committed audit rows after the last link; the rows that exist are chained here. The chain table is
 append-only like the trail (0002's function), and the app role may only insert and read it."""
 
 import django.db.models.deletion
@@ -18,48 +18,47 @@ LANGUAGE sql STABLE SET timezone TO 'UTC' AS $$
 $$;
 """
 
-# At commit, one writer at a time (a transaction-scoped advisory lock, released by the commit):
-# the new row's link names the last link's hash.
+# Links every committed audit row not linked yet, oldest id first, after the last link; one
+# linker at a time (a transaction-scoped advisory lock). Writers never take part: an audit row
+# is linked by the next run after its transaction commits (ops.tasks.audit_chain_link, every
+# few seconds, and ledger_verify), so the chain costs the apply path nothing and can deadlock
+# with nothing. `since` limits the scan to recent rows for the periodic run.
 LINK = """
-CREATE OR REPLACE FUNCTION allotment_audit_link() RETURNS trigger
+CREATE OR REPLACE FUNCTION allotment_audit_link_pending(since timestamptz) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
+    e audit_auditevent;
     last text;
+    linked integer := 0;
 BEGIN
     PERFORM pg_advisory_xact_lock(727001);
     SELECT hash INTO last FROM audit_auditchainlink ORDER BY position DESC LIMIT 1;
     last := coalesce(last, '');
-    INSERT INTO audit_auditchainlink (event_id, prev_hash, hash)
-        VALUES (NEW.id, last, allotment_audit_digest(NEW, last));
-    RETURN NULL;
+    FOR e IN
+        SELECT a.* FROM audit_auditevent a
+        WHERE a.at >= since
+          AND NOT EXISTS (SELECT 1 FROM audit_auditchainlink l WHERE l.event_id = a.id)
+        ORDER BY a.id
+    LOOP
+        INSERT INTO audit_auditchainlink (event_id, prev_hash, hash)
+            VALUES (e.id, last, allotment_audit_digest(e, last));
+        last := allotment_audit_digest(e, last);
+        linked := linked + 1;
+    END LOOP;
+    RETURN linked;
 END;
 $$;
 """
 
 TRIGGERS = """
-CREATE CONSTRAINT TRIGGER audit_auditevent_chain AFTER INSERT ON audit_auditevent
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION allotment_audit_link();
 CREATE TRIGGER audit_auditchainlink_append_only BEFORE UPDATE OR DELETE ON audit_auditchainlink
     FOR EACH ROW EXECUTE FUNCTION allotment_refuse_change();
 CREATE TRIGGER audit_auditchainlink_no_truncate BEFORE TRUNCATE ON audit_auditchainlink
     FOR EACH STATEMENT EXECUTE FUNCTION allotment_refuse_change();
 """
 
-# Existing rows, oldest first (their ids are their order).
-CHAIN_EXISTING = """
-DO $$
-DECLARE
-    e audit_auditevent;
-    last text := '';
-BEGIN
-    FOR e IN SELECT * FROM audit_auditevent ORDER BY id LOOP
-        INSERT INTO audit_auditchainlink (event_id, prev_hash, hash)
-            VALUES (e.id, last, allotment_audit_digest(e, last));
-        last := allotment_audit_digest(e, last);
-    END LOOP;
-END
-$$;
-"""
+# The rows that exist now, oldest first.
+CHAIN_EXISTING = "SELECT allotment_audit_link_pending('-infinity');"
 
 APP_ROLE = """
 DO $$
@@ -75,10 +74,9 @@ $$;
 
 FORWARDS = [DIGEST, LINK, TRIGGERS, CHAIN_EXISTING, APP_ROLE]
 BACKWARDS = [
-    "DROP TRIGGER IF EXISTS audit_auditevent_chain ON audit_auditevent;",
     "DROP TRIGGER IF EXISTS audit_auditchainlink_append_only ON audit_auditchainlink;",
     "DROP TRIGGER IF EXISTS audit_auditchainlink_no_truncate ON audit_auditchainlink;",
-    "DROP FUNCTION IF EXISTS allotment_audit_link();",
+    "DROP FUNCTION IF EXISTS allotment_audit_link_pending(timestamptz);",
     "DROP FUNCTION IF EXISTS allotment_audit_digest(audit_auditevent, text);",
 ]
 

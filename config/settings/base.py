@@ -180,7 +180,7 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="allotment@localhost")
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "ops.cache.ResilientRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="allotment"),
     }
@@ -220,6 +220,8 @@ CELERY_BEAT_SCHEDULE = {
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
     # Proves beat sends and a worker runs what it sends (/readyz, ops/health.py).
     "beat-heartbeat": {"task": "ops.tasks.beat_heartbeat", "schedule": 15.0},
+    # Links new audit rows into the hash chain (ops/ledger.py).
+    "audit-chain-link": {"task": "ops.tasks.audit_chain_link", "schedule": 5.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),

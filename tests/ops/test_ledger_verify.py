@@ -4,6 +4,7 @@ engine works restores into a database where it passes too."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from allocator import services
 from allocator.models import Allocation
 from audit.models import AuditChainLink, AuditEvent
 from audit.services import audit_record
+from ops.ledger import audit_chain_link
 from tests.support.proofs import approve_changes
 from tests.support.workers import purge_test_broker
 
@@ -28,8 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _verify() -> tuple[int, str]:
-    import io
-
     out = io.StringIO()
     try:
         call_command("ledger_verify", stdout=out)
@@ -47,6 +47,7 @@ def journey(transactional_db, pool, project, requester):
         services.allocation_change_apply(change_id=change.pk)
     first = Allocation.objects.get(change=changes[0])
     services.allocation_release(allocation_id=first.pk, actor=requester)
+    assert audit_chain_link() == AuditEvent.objects.count()  # as beat does every few seconds
     return changes
 
 
@@ -116,10 +117,42 @@ def test_many_concurrent_writers_keep_one_chain(transactional_db, pool):
         t.start()
     for t in threads:
         t.join(60)
-    # then every row is linked once, in one unbroken chain
-    assert AuditChainLink.objects.count() == AuditEvent.objects.count() == 120
+    # then, linked afterwards, every row is in one unbroken chain, once
     code, out = _verify()
     assert code == 0, out
+    assert AuditChainLink.objects.count() == AuditEvent.objects.count() == 120
+
+
+def test_linkers_running_at_once_take_turns(transactional_db, pool):
+    # given rows written, then two linkers racing (beat's task and ledger_verify)
+    for i in range(30):
+        audit_record(actor=None, action="test.write", obj=pool, message=str(i))
+    barrier = threading.Barrier(2)
+    counts = []
+
+    def link():
+        try:
+            barrier.wait()
+            counts.append(audit_chain_link())
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=link) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # then each row was linked once, by one of them
+    assert sorted(counts) == [0, 30]
+    assert _verify()[0] == 0
+
+
+def test_a_replica_check_reports_rows_not_linked_yet(transactional_db, pool):
+    audit_record(actor=None, action="test.write", obj=pool, message="new")
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("ledger_verify", "--no-link", stdout=out)
+    assert "audit rows outside the hash chain" in out.getvalue()
 
 
 def _pg_tool(name: str) -> str | None:
