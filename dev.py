@@ -275,6 +275,7 @@ def cmd_run(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--prod-like"]
     port = argv[0] if argv else os.environ.get("PORT", "8000")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.demo")
+    os.environ.setdefault("ALLOTMENT_SITE_URL", f"http://127.0.0.1:{port}")
     if prod_like:
         # What a deployment runs (docs/deploy.md): gunicorn (config/gunicorn.py) serving hashed,
         # compressed static files through WhiteNoise, DEBUG off, metrics over all processes.
@@ -332,6 +333,7 @@ def cmd_run(argv: list[str]) -> int:
         log(
             f"Allotment is up: http://127.0.0.1:{port}/  (users in README, password 'demo'); Ctrl-C stops everything"
         )
+        log(f"emails it sends are written to {VAR / 'mail'}/")
 
         def stop(*_):
             raise KeyboardInterrupt

@@ -9,9 +9,11 @@ The engine calls `fault_point(name, change_id=...)` at:
 
 When settings.ALLOTMENT_FAULT_INJECTION is false (always, outside the test settings; a system
 check refuses it in production) this returns at once without touching the database. Otherwise a
-test arms a fault by committing a FaultInjection row; the first matching row with `remaining > 0`
-is taken on a separate autocommit connection (so the count survives the transaction that the
-fault then kills or rolls back) and its action runs:
+test arms a fault by committing a FaultInjection row (the model of the test-only app
+tests/support/fault_injection, installed only by the test settings, so production databases
+have no such table); the first matching row with `remaining > 0` is taken on a separate
+autocommit connection (so the count survives the transaction that the fault then kills or rolls
+back) and its action runs:
 
     sigkill_self   SIGKILL this process (in a prefork worker: the pool child running the task)
     sleep:N        sleep N seconds (the test kills, stops or disconnects the process meanwhile)
@@ -24,6 +26,7 @@ import os
 import signal
 import time
 
+from django.apps import apps
 from django.conf import settings
 from django.db import connection, connections
 from django.db.models import Q
@@ -36,6 +39,11 @@ POINTS = (
 )
 
 
+# The test-only app that holds the FaultInjection model. Looked up by label, never imported:
+# product code does not depend on the tests package.
+APP_LABEL = "fault_injection"
+
+
 class FaultInjected(RuntimeError):
     """Raised by an armed `raise` fault."""
 
@@ -44,13 +52,19 @@ def enabled() -> bool:
     return bool(getattr(settings, "ALLOTMENT_FAULT_INJECTION", False))
 
 
+def fault_injection_model():
+    """The FaultInjection model; only when fault injection is on (LookupError if its test app is
+    not installed, which check allocator.E002 reports)."""
+    return apps.get_model(APP_LABEL, "FaultInjection")
+
+
 def fault_point(name: str, *, change_id: int | None = None) -> None:
     if not enabled():
         return
-    from .models import FaultInjection
+    model = fault_injection_model()
 
     # Cheap check first, on the caller's connection: almost always nothing is armed.
-    armed = FaultInjection.objects.filter(point=name, remaining__gt=0)
+    armed = model.objects.filter(point=name, remaining__gt=0)
     if change_id is not None:
         armed = armed.filter(Q(change_id__isnull=True) | Q(change_id=change_id))
     else:
@@ -58,7 +72,7 @@ def fault_point(name: str, *, change_id: int | None = None) -> None:
     if not armed.exists():
         return
     backend_pid = _backend_pid()
-    action = _take(name, change_id, backend_pid)
+    action = _take(model._meta.db_table, name, change_id, backend_pid)
     if action is not None:
         _run(action)
 
@@ -72,18 +86,19 @@ def _backend_pid() -> int | None:
         return None
 
 
-def _take(name: str, change_id: int | None, backend_pid: int | None) -> str | None:
+def _take(table: str, name: str, change_id: int | None, backend_pid: int | None) -> str | None:
     """Decrement one matching row on its own connection, committed at once."""
+    table = connection.ops.quote_name(table)
     side = connections.create_connection("default")
     try:
         side.set_autocommit(True)
         with side.cursor() as cursor:
             cursor.execute(
-                """
-                UPDATE allocator_faultinjection SET remaining = remaining - 1,
+                f"""
+                UPDATE {table} SET remaining = remaining - 1,
                        fired = fired + 1, last_pid = %s, last_backend_pid = %s
                  WHERE id = (
-                    SELECT id FROM allocator_faultinjection
+                    SELECT id FROM {table}
                      WHERE point = %s AND remaining > 0
                        AND (change_id IS NULL OR change_id = %s)
                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)

@@ -3,7 +3,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import CapacityChange, Pool
+from .models import MAX_GPUS, MAX_NOTICE_HOURS, CapacityChange, Pool
 
 DATETIME_WIDGET = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
 
@@ -13,8 +13,8 @@ class CapacityChangeForm(forms.Form):
     kind = forms.ChoiceField(choices=CapacityChange.Kind.choices)
     delta = forms.IntegerField(
         label="GPUs (+ added, − removed)",
-        min_value=-1_000_000,
-        max_value=1_000_000,
+        min_value=-MAX_GPUS,
+        max_value=MAX_GPUS,
         help_text="Positive for an arrival or a repair coming back, negative for a decommission.",
     )
     effective_at = forms.DateTimeField(label="Effective at (UTC)", widget=DATETIME_WIDGET)
@@ -26,13 +26,13 @@ class CapacityChangeForm(forms.Form):
 class ReclaimForm(forms.Form):
     allocation = forms.IntegerField(label="Allocation #", min_value=1)
     new_gpus = forms.IntegerField(
-        label="GPUs it keeps", min_value=0, max_value=1_000_000, help_text="0: all go back."
+        label="GPUs it keeps", min_value=0, max_value=MAX_GPUS, help_text="0: all go back."
     )
     new_end = forms.DateTimeField(
         label="New end (UTC, optional)", required=False, widget=DATETIME_WIDGET
     )
     notice_hours = forms.IntegerField(
-        label="Notice (hours)", min_value=0, max_value=24 * 365, required=False
+        label="Notice (hours)", min_value=0, max_value=MAX_NOTICE_HOURS, required=False
     )
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
 

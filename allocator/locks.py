@@ -1,17 +1,33 @@
-"""Row locks for the engine, always taken in one order so that two transactions never wait for
-each other in a cycle:
+"""Row locks for the engine, and the one order every transaction takes them in (the README
+points here). The order, as the code takes it:
 
-    Pool rows (by pk)  →  Allocation rows (by pk)  →  AllocationChange rows (by pk)  →  Reclaim rows
+    1. the Pool row (lock_pool / lock_pools, by pk; a transaction locks at most one pool);
+    2. under it, that pool's AllocationChange, Allocation and Reclaim rows, each batch by pk;
+    3. ComputeRequest rows last (requests_app's change_settled receiver, inside the engine's
+       transaction, locks the request of a change the engine settled).
 
-The pool row is the mutex of the invariant: every write that changes what a pool holds or can
-hold (apply, serve the queue, release, reclaim, capacity change, expiry) first locks the pool
-row, so those writes are serialized per pool across every web process and worker machine —
-PostgreSQL holds the lock, not process memory. Reads of the pool's timeline made after taking
-the lock see every committed allocation (READ COMMITTED: each statement takes a fresh snapshot).
+Step 2 is not a fixed order between the three kinds: serving the queue locks the waiting
+changes, then the allocations they extend (apply, serve-all, capacity); a release or a reclaim
+locks the allocation and its reclaims, then serves the queue (changes, then allocations). That
+is deadlock-free because the pool row is the mutex of the invariant: every write that changes
+what a pool holds or can hold (apply, serve, release, reclaim, transfer, capacity change,
+expiry) locks the pool row first, so such writers of one pool are serialized and never wait for
+each other's step-2 rows; and every step-2 row belongs to the locked pool (a change, its target
+allocation, a transfer's target change and a reclaim are all of one pool), so writers of two
+pools touch disjoint rows. PostgreSQL holds the locks, not process memory. Reads of the pool's
+timeline made after taking the lock see every committed allocation (READ COMMITTED: each
+statement takes a fresh snapshot).
 
-Only the apply worker's first step takes a change row on its own (with SKIP LOCKED, so it never
-waits, hence never closes a cycle); requests_app locks change rows after its request row and never
-takes a pool lock.
+The transactions that take no pool lock never close a cycle with one that does:
+- the apply worker's claim takes its change row alone with SKIP LOCKED (it never waits for it),
+  then possibly the request row (a change that used up its attempts is settled failed);
+  allocation_change_record_error takes the change row, then the request row: change → request,
+  the order above;
+- requests_app locks a request row first, then, for resume or cancel, its change row (blocking)
+  — only a change in needs_review, which the engine never waits on while holding it (it locks
+  waiting changes, and pending ones with SKIP LOCKED); inserting the change of a final approval
+  takes a key-share lock on the pool row after the request row, for a request that has no
+  change yet, so no engine transaction waits for that request row.
 """
 
 from __future__ import annotations
@@ -81,3 +97,14 @@ def lock_reclaims(reclaim_ids: Iterable[int]) -> dict[int, Reclaim]:
     ids = sorted(set(reclaim_ids))
     rows = Reclaim.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
     return {r.pk: r for r in rows}
+
+
+def lock_scheduled_reclaims(allocation_id: int) -> list[Reclaim]:
+    """The allocation's scheduled reclaims, locked in pk order (the caller holds the pool lock
+    and the allocation row)."""
+    rows = (
+        Reclaim.objects.select_for_update(of=("self",))
+        .filter(allocation_id=allocation_id, status=Reclaim.Status.SCHEDULED)
+        .order_by("pk")
+    )
+    return list(rows)

@@ -92,6 +92,12 @@ class DivisionShare(models.Model):
         return f"{self.division} holds {self.gpus} of {self.pool}"
 
 
+# Far above any pool: bounds GPU counts in every form, serializer and service before they reach
+# the database (the one definition; inputs import it).
+MAX_GPUS = 1_000_000
+MAX_NOTICE_HOURS = 24 * 365
+
+
 class Priority(models.IntegerChoices):
     """Higher serves first. Stored as an integer so the queue orders in SQL."""
 
@@ -222,6 +228,13 @@ class Allocation(models.Model):
             f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M}"
         )
 
+    @property
+    def not_started(self) -> bool:
+        """Active but scheduled to start later: pages say "Starts <date>", not "Active"."""
+        from django.utils import timezone
+
+        return self.state == self.State.ACTIVE and self.start > timezone.now()
+
 
 class Reclaim(models.Model):
     """Compute ops shrinking or shortening an allocation, effective after a notice period; or,
@@ -304,25 +317,3 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The ledger is append-only.")
-
-
-class FaultInjection(models.Model):
-    """Test-only: an armed fault at a named point of the apply path (allocator/faults.py). Read
-    only when settings.ALLOTMENT_FAULT_INJECTION is true (test settings); a system check refuses
-    that setting in production (allocator/checks.py)."""
-
-    point = models.CharField(max_length=60)
-    action = models.CharField(max_length=60, help_text="sigkill_self, sleep:N or raise")
-    remaining = models.PositiveIntegerField(default=1)
-    change_id = models.BigIntegerField(
-        null=True, blank=True, help_text="Only for this change (any change when empty)."
-    )
-    fired = models.PositiveIntegerField(default=0)
-    last_pid = models.IntegerField(null=True, blank=True)
-    last_backend_pid = models.IntegerField(null=True, blank=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["point", "remaining"])]
-
-    def __str__(self):
-        return f"{self.point}: {self.action} x{self.remaining}"

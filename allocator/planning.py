@@ -1,30 +1,33 @@
 """Serving a pool's waiting queue: which demands get GPUs now, and where. Pure (no database), so
 the rule can be tested on its own; allocator/services.py runs it under the pool lock.
 
-The rule — conservative backfilling
------------------------------------
+The rule — work-conserving backfilling (PRODUCT.md section 4)
+-------------------------------------------------------------
 Demands are taken one by one in queue order: priority (urgent first), then approval time, then
-id. The planning timeline starts as the pool's real one (capacity changes, allocations held).
+id. The *record* is the pool's real timeline (capacity changes and allocations, future ones
+included) plus the placements made ahead in this pass (they are allocations from now on). The
+*planning timeline* is the record plus the reservations of the waiting demands ahead.
 
-1. A demand that fits at an acceptable start is placed at the earliest such start: exactly its
-   requested start for a fixed demand; any start in [requested start, requested start + horizon]
-   for a flexible one. Placing means allocating (an allocation may begin in the future), unless
-   `accept` says no (e.g. the share rule sends it to executive review); a placed demand holds
-   its GPUs in the planning timeline for everyone after it.
-2. A demand that does not fit keeps waiting and gets a *reservation* in the planning timeline
-   that every demand after it must fit around:
-   - fixed start: its whole requested period, [start, end) x gpus — it can never move, so
-     nothing behind it may take GPUs it needs there, even if the pool is now short there;
-   - flexible start: the period it would get at its earliest start on what is known now,
-     searched past its horizon (the timeline is constant after its last event).
-   A demand bigger than the pool can ever hold over its period gets no reservation: it cannot
-   be served on known capacity, and must not block everyone behind it.
+1. A demand that fits on the planning timeline at an acceptable start is placed at the earliest
+   such start: exactly its requested start for a fixed demand; any start in [requested start,
+   requested start + horizon] for a flexible one. Placing means allocating (an allocation may
+   begin in the future), unless `accept` says no (e.g. the share rule sends it to executive
+   review; then it holds nothing).
+2. A demand that does not fit keeps waiting. It holds GPUs back from the demands behind it (a
+   *reservation*) only over a period where it could itself be placed on record: a fixed demand
+   its period if that fits on record, a flexible one its earliest placement on record within its
+   window. Otherwise it holds nothing: GPUs are never kept idle for a demand that cannot use
+   them (256 GPUs with 64 held: a fixed 200 waits, and requests for 16 behind it are served from
+   the 192 free).
 
-Hence a later demand is served only where it fits together with every earlier demand's
-placement or reservation, so serving it never makes an earlier waiting demand start later than
-it could on what is known: a fixed demand finds exactly the GPUs it would have found without
-the later one when capacity frees (a release, a reclaim, an arrival), and a flexible one keeps
-its earliest start.
+"Delays" is judged on the record: a later demand is placed only where it fits together with
+every earlier placement and reservation, so no earlier demand that could be placed on record
+loses that placement. A consequence worth knowing: in one pass a reservation never arises. The
+first demand that waits meets the record alone, so it is not placeable on record, and holds
+nothing; by induction neither does any demand after it. The queue is thus served first-fit in
+queue order on the record; waiting demands are those that cannot be placed on record at all,
+and when the record changes (a release, a reclaim, an arrival) the next pass decides again.
+tests/allocator/test_work_conservation.py checks all this against a brute-force oracle.
 """
 
 from __future__ import annotations
@@ -120,17 +123,11 @@ def fit_start(timeline: Timeline, demand: Demand) -> datetime | None:
     return demand.start if timeline.fits(demand.gpus, demand.start, demand.end) else None
 
 
-def reservation(timeline: Timeline, demand: Demand) -> Span | None:
-    """Where a demand that must wait is held in the plan (see the module docstring)."""
-    if demand.flexible:
-        last = max(timeline.last_instant, demand.start)
-        start = timeline.earliest_start(demand.gpus, demand.duration, demand.start, last)
-        if start is None:
-            return None
-        return Span(start, start + demand.duration, demand.gpus)
-    if demand.gpus > timeline.min_capacity(demand.start, demand.end):
-        return None
-    return Span(demand.start, demand.end, demand.gpus)
+def reservation(record: Timeline, demand: Demand) -> Span | None:
+    """What a demand that must wait holds back from those behind it: the period where it could
+    itself be placed on `record` (see the module docstring), or None."""
+    start = fit_start(record, demand)
+    return None if start is None else Span(start, start + demand.duration, demand.gpus)
 
 
 def why_waiting(timeline: Timeline, demand: Demand, horizon_days: int | None = None) -> str:
@@ -146,7 +143,7 @@ def why_waiting(timeline: Timeline, demand: Demand, horizon_days: int | None = N
     free = max(short.free, 0)
     return (
         f"only {free} of the {demand.gpus} GPUs asked for are free at "
-        f"{short.at:%Y-%m-%d %H:%M} UTC (counting requests ahead in the queue)"
+        f"{max(short.at, demand.start):%Y-%m-%d %H:%M} UTC (counting requests ahead in the queue)"
     )
 
 
@@ -160,20 +157,23 @@ def plan_queue(
     """Serve `demands`, given in queue order, against `timeline`. `accept(demand, span)` is called
     for each demand that fits, in order, and may refuse it (then it holds nothing)."""
     plan = Plan()
+    record = planning = timeline  # the same until a demand ahead holds a reservation
     for demand in demands:
-        start = fit_start(timeline, demand)
+        start = fit_start(planning, demand)
         if start is not None:
             span = Span(start, start + demand.duration, demand.gpus)
             if accept(demand, span):
                 plan.placed[demand.key] = span
-                timeline = timeline.with_span(span)
+                shared = planning is record
+                record = record.with_span(span)
+                planning = record if shared else planning.with_span(span)
             else:
                 plan.refused[demand.key] = span
             continue
-        plan.waiting[demand.key] = why_waiting(timeline, demand, horizon_days)
-        held = reservation(timeline, demand)
+        plan.waiting[demand.key] = why_waiting(planning, demand, horizon_days)
+        held = reservation(record, demand)
         if held is not None:
             plan.reserved[demand.key] = held
-            timeline = timeline.with_span(held)
-    plan.timeline = timeline
+            planning = planning.with_span(held)
+    plan.timeline = planning
     return plan

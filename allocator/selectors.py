@@ -11,6 +11,8 @@ from django.db import connection
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from common.charts import TimelineChart, TimelineItem, timeline_chart
+
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
 from .timeline import Span, Timeline
 
@@ -232,12 +234,12 @@ def queue_positions(change_ids: Iterable[int]) -> dict[int, int]:
 
 def allocations_for_user(user):
     """Allocations the user may see: all but confidential projects' ones outside the circle
-    allowed to see them (policies.can_see_confidential)."""
-    from .policies import visible_projects_q
+    allowed to see them (org.visibility)."""
+    from org.visibility import visible_projects_q
 
     return (
         Allocation.objects.filter(visible_projects_q(user, "project__"))
-        .select_related("pool", "project__team__division", "change__request")
+        .select_related("pool", "project__team__division")
         .order_by("-start", "-id")
     )
 
@@ -247,51 +249,6 @@ def allocation_get_for_user(user, allocation_id) -> Allocation:
     return allocations_for_user(user).get(pk=allocation_id)
 
 
-@dataclass(frozen=True)
-class ChartBar:
-    x: float
-    y: float
-    width: float
-    label: str
-    title: str
-    css: str
-
-    @property
-    def text_x(self) -> float:
-        return round(self.x + 3, 1)
-
-    @property
-    def text_y(self) -> float:
-        return round(self.y + 12, 1)
-
-
-@dataclass(frozen=True)
-class PoolChart:
-    """A server-side SVG of a pool over a window: capacity and held GPUs as step lines, and one
-    bar per allocation in packed lanes. Coordinates are in the SVG's own units."""
-
-    width: int
-    height: int
-    plot_top: int
-    plot_height: int
-    capacity_points: str
-    held_points: str
-    bars: list[ChartBar]
-    lane_height: int
-    ticks: list[tuple[float, str]]
-    now_x: float
-    max_value: int
-    truncated: int
-
-    @property
-    def tick_y(self) -> int:
-        return self.plot_top + self.plot_height + 14
-
-    @property
-    def top_label_y(self) -> int:
-        return self.plot_top + 10
-
-
 def pool_chart(
     pool_id: int,
     *,
@@ -299,20 +256,14 @@ def pool_chart(
     start: datetime | None = None,
     days: int = 90,
     max_bars: int = 60,
-) -> PoolChart:
-    """Two queries: capacity changes, allocations overlapping the window."""
-    from .policies import can_see_confidential
+) -> TimelineChart:
+    """The pool page's timeline (drawn by common.charts). Two queries: capacity changes,
+    allocations overlapping the window."""
+    from org.visibility import can_see_project
 
     now = timezone.now()
     start = start or now - timedelta(days=7)
     end = now + timedelta(days=days)
-    width, plot_top, plot_height, lane_height = 900, 10, 140, 16
-    span_seconds = (end - start).total_seconds()
-
-    def x_of(t: datetime) -> float:
-        t = min(max(t, start), end)
-        return round((t - start).total_seconds() / span_seconds * width, 1)
-
     changes = list(
         CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
     )
@@ -323,65 +274,27 @@ def pool_chart(
         .order_by("start", "id")
     )
     timeline = Timeline(start, changes, [Span(a.start, a.end, a.gpus) for a in allocations])
-    steps = [s for s in timeline.steps if s.at < end]
-    max_value = max([1, *(max(s.capacity, s.held) for s in steps)])
-
-    def y_of(value: int) -> float:
-        return round(plot_top + plot_height - value / max_value * plot_height, 1)
-
-    def step_points(attr: str) -> str:
-        points = []
-        for i, step in enumerate(steps):
-            x0 = x_of(step.at)
-            x1 = x_of(steps[i + 1].at) if i + 1 < len(steps) else width
-            y = y_of(getattr(step, attr))
-            points += [f"{x0},{y}", f"{x1},{y}"]
-        return " ".join(points)
-
-    lanes_end: list[datetime] = []
-    bars = []
-    shown = allocations[:max_bars]
-    for a in shown:
-        lane = next((i for i, e in enumerate(lanes_end) if e <= a.start), None)
-        if lane is None:
-            lane = len(lanes_end)
-            lanes_end.append(a.end)
-        else:
-            lanes_end[lane] = a.end
-        visible = can_see_confidential(user, a.project)
+    items = []
+    for a in allocations[:max_bars]:
+        visible = can_see_project(user, a.project)
         name = a.project.name if visible else "Confidential project"
-        x0, x1 = x_of(a.start), x_of(a.end)
-        bars.append(
-            ChartBar(
-                x=x0,
-                y=plot_top + plot_height + 24 + lane * (lane_height + 4),
-                width=max(x1 - x0, 2),
+        items.append(
+            TimelineItem(
+                start=a.start,
+                end=a.end,
                 label=f"{name} · {a.gpus}",
                 title=f"#{a.pk} {name}: {a.gpus} GPUs, {a.start:%Y-%m-%d %H:%M} → "
                 f"{a.end:%Y-%m-%d %H:%M} UTC",
-                css="bar-confidential" if not visible else "bar",
+                css="bar" if visible else "bar-confidential",
             )
         )
-    ticks = []
-    tick = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    while tick < end:
-        if tick.day in (1, 15):
-            ticks.append((x_of(tick), f"{tick:%b %d}"))
-        tick += timedelta(days=1)
-    height = plot_top + plot_height + 30 + max(len(lanes_end), 1) * (lane_height + 4)
-    return PoolChart(
-        width=width,
-        height=height,
-        plot_top=plot_top,
-        plot_height=plot_height,
-        capacity_points=step_points("capacity"),
-        held_points=step_points("held"),
-        bars=bars,
-        lane_height=lane_height,
-        ticks=ticks,
-        now_x=x_of(now),
-        max_value=max_value,
-        truncated=max(len(allocations) - len(shown), 0),
+    return timeline_chart(
+        [s for s in timeline.steps if s.at < end],
+        items,
+        start=start,
+        end=end,
+        now=now,
+        left_out=max(len(allocations) - len(items), 0),
     )
 
 

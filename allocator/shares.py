@@ -748,11 +748,9 @@ def share_whatif(
         if a is None or (b.kind, b.start) == (a.kind, a.start):
             continue
         moved_ids.append(change_id)
-    from .models import AllocationChange
+    from .signals import request_ids_for_changes
 
-    request_of = dict(
-        AllocationChange.objects.filter(pk__in=moved_ids).values_list("pk", "request__id")
-    )
+    request_of = request_ids_for_changes(moved_ids)
     moved = []
     for change_id in moved_ids:
         b, a = before[change_id], after[change_id]

@@ -6,7 +6,7 @@ that same transaction, so a request's status and its change's status can never d
 
 kwargs:
     change   AllocationChange, already saved with its new status
-    outcome  one of: "applied", "waiting", "needs_review", "failed", "retried"
+    outcome  an allocator.outcomes.Outcome: applied, waiting, needs_review, failed or retried
     reasons  list[str] — for needs_review: the executive-review reasons in words;
              for waiting: why it waits; for failed: the error; else []
     actor    the user who caused it, or None when the engine or a periodic task acted
@@ -15,3 +15,21 @@ kwargs:
 from django.dispatch import Signal
 
 change_settled = Signal()
+
+# Asked, not told: which request made each change, for the links on allocator's pages and the
+# API's `request` field. allocator does not know requests_app (it imports downward only);
+# requests_app answers (requests_app/selectors.request_ids_for_changes, connected in its
+# AppConfig). kwargs: change_ids (list[int]); each receiver returns {change id: request id}.
+change_origin_requested = Signal()
+
+
+def request_ids_for_changes(change_ids) -> dict[int, int]:
+    """{change id: id of the request that made it}; changes made otherwise are left out. One
+    query for any number of changes (with requests_app installed)."""
+    ids = list(change_ids)
+    found: dict[int, int] = {}
+    if not ids:
+        return found
+    for _receiver, answer in change_origin_requested.send(sender=None, change_ids=ids):
+        found.update(answer or {})
+    return found

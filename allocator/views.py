@@ -1,5 +1,5 @@
 """Pool pages, the ops console and the release button. Views parse input, call one service and
-render; the services hold the rules (allocator/services.py)."""
+render; the services hold the rules (allocator/services/)."""
 
 from datetime import timedelta
 
@@ -15,11 +15,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from org.roles import roles_of
+from org.visibility import can_see_project
 
 from . import selectors, services
 from .forms import CapacityChangeForm, ReclaimForm, TransferForm, add_service_errors
 from .models import Allocation, AllocationChange, CapacityChange, Pool
-from .policies import can_see_confidential
 
 
 @login_required
@@ -35,7 +35,7 @@ def pool_detail(request, pk):
     queue = list(selectors.waiting_queue(pool.pk))
     for position, change in enumerate(queue, start=1):
         change.position = position
-        change.visible = can_see_confidential(request.user, change.project)
+        change.visible = can_see_project(request.user, change.project)
     allocations = Paginator(
         selectors.holding_allocations()
         .filter(pool=pool, end__gt=now)
@@ -44,7 +44,7 @@ def pool_detail(request, pk):
         50,
     ).get_page(request.GET.get("page"))
     for allocation in allocations:
-        allocation.visible = can_see_confidential(request.user, allocation.project)
+        allocation.visible = can_see_project(request.user, allocation.project)
     capacity_changes = (
         CapacityChange.objects.filter(pool=pool)
         .filter(Q(effective_at__gte=now - timedelta(days=365)))

@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     django.setup()
     from django.db import connections
 
-    from bench import fit, fixtures, invariant, latency, pages, report, throughput
+    from bench import fit, fixtures, idle, invariant, latency, pages, report, throughput
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
@@ -121,6 +121,7 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # report it; the rest of the run still counts
                 log(f"latency run failed: {exc!r}")
                 results["latency"] = {"error": repr(exc)[:500]}
+        results["idle"] = idle.run(log=log)
         found = invariant.violations()
         results["invariant_violations"] = len(found)
         results["invariant_examples"] = found[:10]

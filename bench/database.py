@@ -86,7 +86,7 @@ def prepare(*, name: str, fraction: float, seed: int, regenerate: bool, log) -> 
         cursor.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'dataset'")
         row = cursor.fetchone()
     if row is None:
-        from common.labgen import Scale, generate_lab
+        from devtools.labgen import Scale, generate_lab
 
         log(f"generating the lab data set (fraction {fraction:g}, seed {seed})")
         scale = Scale() if fraction >= 1 else Scale.fraction(fraction)

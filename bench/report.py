@@ -119,6 +119,14 @@ def table(results: dict) -> str:
             f"outcomes {lat.get('outcomes')}; invariant violations {lat.get('violations')}"
             + (f"  ERROR {lat['error']}" if lat.get("error") else "")
         )
+    idle = results.get("idle")
+    if idle:
+        lines.append("")
+        lines.append(
+            f"Idle GPU-hours beside waiting requests that fit (next {idle['days']} days): "
+            f"{_num(idle.get('idle_gpu_hours'), '{:.0f}')} ({idle['waiting']} waiting in "
+            f"{idle['pools']} pools, {_num(idle.get('seconds'), '{:.1f}')} s)"
+        )
     lines.append("")
     lines.append(f"Invariant violations in total: {results.get('invariant_violations')}")
     verdicts = targets(results)
@@ -142,6 +150,10 @@ def targets(results: dict) -> list[str]:
     if four:
         ok = four[0]["ratio"] >= TARGETS["apply_ratio_4"]
         out.append(f"apply with 4 workers >= 25% of bare tx: {'yes' if ok else 'NO'}")
+    idle = results.get("idle") or {}
+    if idle.get("idle_gpu_hours") is not None:
+        ok = idle["idle_gpu_hours"] == 0
+        out.append(f"no GPUs idle beside a waiting request that fits: {'yes' if ok else 'NO'}")
     lat = results.get("latency") or {}
     if lat.get("p99_ms") is not None:
         ok = lat["p99_ms"] < TARGETS["latency_p99_ms"]

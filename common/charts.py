@@ -3,7 +3,9 @@ allows them as they are). Pure functions from numbers to markup; every piece of 
 through `escape`, numbers are formatted by us, so the result is safe to mark safe.
 
 Each chart is an <svg role="img"> labelled by its <title> and <desc>; the page puts a table of
-the same numbers next to it for screen readers and for anyone who prefers numbers.
+the same numbers next to it for screen readers and for anyone who prefers numbers. The one
+exception, the pool page's timeline, is computed here as geometry (`timeline_chart`) and drawn
+by its template.
 """
 
 from __future__ import annotations
@@ -229,3 +231,147 @@ def bar_chart(
         )
     out.append("</svg>")
     return mark_safe("".join(out))  # every text above is escaped
+
+
+# --- A timeline: capacity and held GPUs as step lines, one bar per item in packed lanes ---
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One bar to draw: an allocation, with its words already chosen by the caller."""
+
+    start: datetime
+    end: datetime
+    label: str
+    title: str
+    css: str  # "bar", or "bar-confidential" for a greyed one
+
+
+@dataclass(frozen=True)
+class TimelineBar:
+    x: float
+    y: float
+    width: float
+    label: str
+    title: str
+    css: str
+
+    @property
+    def text_x(self) -> float:
+        return round(self.x + 3, 1)
+
+    @property
+    def text_y(self) -> float:
+        return round(self.y + 12, 1)
+
+
+@dataclass(frozen=True)
+class TimelineChart:
+    """The geometry of a timeline over a window, in the SVG's own units; the page template
+    draws it (templates/allocator/pool_detail.html)."""
+
+    width: int
+    height: int
+    plot_top: int
+    plot_height: int
+    capacity_points: str
+    held_points: str
+    bars: list[TimelineBar]
+    lane_height: int
+    ticks: list[tuple[float, str]]
+    now_x: float
+    max_value: int
+    truncated: int
+
+    @property
+    def tick_y(self) -> int:
+        return self.plot_top + self.plot_height + 14
+
+    @property
+    def tick_marks(self) -> list[tuple[float, str, str]]:
+        """(x, label, text-anchor): a label near an edge is anchored to it, so it is not cut
+        off by the SVG's box ("Mar 0" for "Mar 01")."""
+        edge = 30  # about half a "Mar 01" label at the ticks' font size
+        return [
+            (x, label, "start" if x < edge else "end" if x > self.width - edge else "middle")
+            for x, label in self.ticks
+        ]
+
+    @property
+    def top_label_y(self) -> int:
+        return self.plot_top + 10
+
+
+def timeline_chart(
+    steps,
+    items: list[TimelineItem],
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    left_out: int = 0,
+) -> TimelineChart:
+    """`steps`: a timeline's steps (`at`, `capacity`, `held`) from `start`, before `end`.
+    `left_out`: how many more items exist in the window than are drawn."""
+    width, plot_top, plot_height, lane_height = 900, 10, 140, 16
+    span_seconds = (end - start).total_seconds()
+
+    def x_of(t: datetime) -> float:
+        t = min(max(t, start), end)
+        return round((t - start).total_seconds() / span_seconds * width, 1)
+
+    max_value = max([1, *(max(s.capacity, s.held) for s in steps)])
+
+    def y_of(value: int) -> float:
+        return round(plot_top + plot_height - value / max_value * plot_height, 1)
+
+    def step_points(attr: str) -> str:
+        points = []
+        for i, step in enumerate(steps):
+            x0 = x_of(step.at)
+            x1 = x_of(steps[i + 1].at) if i + 1 < len(steps) else width
+            y = y_of(getattr(step, attr))
+            points += [f"{x0},{y}", f"{x1},{y}"]
+        return " ".join(points)
+
+    lanes_end: list[datetime] = []
+    bars = []
+    for item in items:
+        lane = next((i for i, e in enumerate(lanes_end) if e <= item.start), None)
+        if lane is None:
+            lane = len(lanes_end)
+            lanes_end.append(item.end)
+        else:
+            lanes_end[lane] = item.end
+        x0, x1 = x_of(item.start), x_of(item.end)
+        bars.append(
+            TimelineBar(
+                x=x0,
+                y=plot_top + plot_height + 24 + lane * (lane_height + 4),
+                width=max(x1 - x0, 2),
+                label=item.label,
+                title=item.title,
+                css=item.css,
+            )
+        )
+    ticks = []
+    tick = (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    while tick < end:
+        if tick.day in (1, 15):
+            ticks.append((x_of(tick), f"{tick:%b %d}"))
+        tick += timedelta(days=1)
+    height = plot_top + plot_height + 30 + max(len(lanes_end), 1) * (lane_height + 4)
+    return TimelineChart(
+        width=width,
+        height=height,
+        plot_top=plot_top,
+        plot_height=plot_height,
+        capacity_points=step_points("capacity"),
+        held_points=step_points("held"),
+        bars=bars,
+        lane_height=lane_height,
+        ticks=ticks,
+        now_x=x_of(now),
+        max_value=max_value,
+        truncated=left_out,
+    )

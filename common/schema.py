@@ -9,6 +9,9 @@ OpenAPI schema tells clients (and Schemathesis) the truth without repeating it o
   Idempotency-Key reused for another request) and 429 (throttled).
 All of them have the JSON shape of common/api.py: {"detail": ..., "errors": {field: [...]}}."""
 
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {
@@ -62,3 +65,30 @@ def document_error_responses(result, generator, request, public):
                     },
                 )
     return result
+
+
+# --- Pieces the views put in their own @extend_schema ---
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The JSON error shape of every endpoint (api.py)."""
+
+    detail = serializers.CharField()
+    # A declared field, not Serializer.errors: DRF's metaclass moves fields out of the class body.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField())
+    )
+
+
+ERRORS = {
+    400: OpenApiResponse(ApiErrorSerializer, description="Invalid input; nothing changed."),
+    403: OpenApiResponse(ApiErrorSerializer, description="Not allowed, with the reason."),
+}
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^\S(.*\S)?$"},
+    OpenApiParameter.HEADER,
+    required=False,
+    description="1 to 255 characters. Send the same key again and the call has the effect of one.",
+)
+NOT_FOUND = {404: OpenApiResponse(ApiErrorSerializer, description="No such object for you.")}

@@ -1,29 +1,39 @@
 from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from common import views as common_views
+from common import views as core_views
+from front import views as front_views
 
 api_v1 = [
     path("", include("allocator.api.urls")),
     path("", include("requests_app.api.urls")),
     path("", include("org.api.urls")),
-    path("", include("audit.api")),
+    path("", include("front.audit_api")),
     path("", include("notifications.api")),
 ]
 
 urlpatterns = [
-    path("", common_views.overview, name="overview"),
+    path("", front_views.overview, name="overview"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("requests/", include("requests_app.urls")),
     path("", include("allocator.urls")),
-    path("", include("org.urls")),
+    path("", include("front.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("", include("ops.urls")),
+    # Browsers ask for /favicon.ico on every page that names no icon (the admin, the API docs).
+    path(
+        "favicon.ico",
+        serve,
+        {"path": "img/favicon.svg", "document_root": settings.BASE_DIR / "static"},
+        name="favicon",
+    ),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI sets inline styles from its own bundle: allowed on this page only.

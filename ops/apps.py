@@ -4,7 +4,7 @@ from django.apps import AppConfig
 class OpsConfig(AppConfig):
     """Operating the installation: health, readiness, metrics, structured logs, ledger checks.
     Imports the domain apps (to read them); nothing in the domain imports this app except the
-    leaf `ops.instruments`."""
+    leaf `telemetry`, which this app exposes."""
 
     name = "ops"
     verbose_name = "Operations"

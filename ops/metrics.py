@@ -5,7 +5,7 @@ Two kinds of numbers, and how each stays right with many web processes and worke
   apply attempts) is read from PostgreSQL at scrape time, in a fixed handful of queries — the
   database is the single source of truth, so every web process answers the same;
 - events (HTTP requests, Celery tasks, approval-to-allocated latency, engine outcomes,
-  notification emails) are counted by the process they happen in (ops/instruments.py) and, in
+  notification emails) are counted by the process they happen in (telemetry/instruments.py) and, in
   prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR), summed over every process
   that shares the folder: all gunicorn workers of a host, and the Celery workers of that host.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from . import instruments
+from telemetry import instruments
 
 PROBES = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 

@@ -1,4 +1,4 @@
-"""Counts events into ops/instruments.py: Celery tasks (in the worker that runs them) and the
+"""Counts events into telemetry/instruments.py: Celery tasks (in the worker that runs them) and the
 engine's outcomes (allocator.signals.change_settled, inside the apply transaction)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from allocator.signals import change_settled
 
-from . import instruments
+from telemetry import instruments
 
 _started: dict[str, float] = {}
 

@@ -6,8 +6,12 @@ class RequestsAppConfig(AppConfig):
     verbose_name = "Compute requests"
 
     def ready(self):
-        from allocator.signals import change_settled
+        from allocator.signals import change_origin_requested, change_settled
 
         from .receivers import on_change_settled
+        from .selectors import request_ids_for_changes
 
         change_settled.connect(on_change_settled, dispatch_uid="requests_app.on_change_settled")
+        change_origin_requested.connect(
+            request_ids_for_changes, dispatch_uid="requests_app.request_ids_for_changes"
+        )

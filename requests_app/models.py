@@ -7,6 +7,7 @@ from django.db.models import F, Q
 from allocator.models import Allocation, AllocationChange, Pool
 from org.models import Project
 
+from . import workflow
 from .workflow import Stage, Status
 
 JUSTIFICATION_MAX = 4000
@@ -106,10 +107,7 @@ class ComputeRequest(models.Model):
 
 
 class ApprovalStep(models.Model):
-    class Decision(models.TextChoices):
-        APPROVED = "approved", "Approved"
-        REJECTED = "rejected", "Rejected"
-        CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    Decision = workflow.Decision
 
     request = models.ForeignKey(ComputeRequest, on_delete=models.CASCADE, related_name="steps")
     round = models.PositiveSmallIntegerField()

@@ -7,7 +7,8 @@ decided already") from one because of *who* asks (answered 403).
 
 Visibility (answered 404 when false):
 - a draft is the team's own working copy: only members of the project's team see it;
-- a confidential project's requests: its team, its division's leads, executives, compute ops;
+- a project's requests: whoever may see the project (org.visibility, the one confidentiality
+  rule);
 - anything else: every signed-in user.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from org.roles import roles_of
+from org.visibility import can_see_project
 
 from .workflow import EDITABLE, PENDING_STAGE, WITHDRAWABLE, Stage, Status
 
@@ -59,9 +61,7 @@ def can_view(user, req) -> Verdict:
     on_team = roles.member_of(req.project.team_id)
     if req.status == Status.DRAFT and not on_team:
         return _deny("Drafts are visible only to the project's team.")
-    if req.project.confidential and not (
-        on_team or roles.leads(_division_id(req)) or roles.is_executive or roles.is_compute_ops
-    ):
+    if not can_see_project(user, req.project):
         return _deny("This project is confidential.")
     return ALLOWED
 

@@ -11,27 +11,20 @@ import logging
 
 from django.utils import timezone
 
+from allocator.outcomes import Outcome
 from audit.services import audit_record
 
 from .models import ApprovalStep, ComputeRequest
-from .workflow import Stage, Status, can_move
+from .workflow import OUTCOME_STATUS, Stage, Status, can_move
 
 logger = logging.getLogger(__name__)
 
-OUTCOME_STATUS = {
-    "applied": Status.ALLOCATED,
-    "waiting": Status.WAITING,
-    "needs_review": Status.PENDING_EXECUTIVE,
-    "failed": Status.FAILED,
-    "retried": Status.APPROVED,
-}
-
 OUTCOME_MESSAGE = {
-    "applied": "The GPUs were allocated.",
-    "waiting": "The GPUs are not free yet; the request waits in the pool's queue.",
-    "needs_review": "At apply time the request needs executive review",
-    "failed": "Applying the request failed",
-    "retried": "Compute ops retried applying the request.",
+    Outcome.APPLIED: "The GPUs were allocated.",
+    Outcome.WAITING: "The GPUs are not free yet; the request waits in the pool's queue.",
+    Outcome.NEEDS_REVIEW: "At apply time the request needs executive review",
+    Outcome.FAILED: "Applying the request failed",
+    Outcome.RETRIED: "Compute ops retried applying the request.",
 }
 
 
@@ -65,14 +58,14 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
     req.status = target
     fields = ["status", "updated_at"]
     message = OUTCOME_MESSAGE[outcome]
-    if outcome == "needs_review":
+    if outcome == Outcome.NEEDS_REVIEW:
         req.needs_executive = True
         req.executive_reasons = reasons
         # Back in a review stage: the inbox counts its age from now.
         req.stage_entered_at = timezone.now()
         fields += ["needs_executive", "executive_reasons", "stage_entered_at"]
         message += (": it " + "; it ".join(reasons) + ".") if reasons else "."
-    elif outcome == "failed":
+    elif outcome == Outcome.FAILED:
         message += (": " + "; ".join(reasons)) if reasons else "."
     elif reasons:
         message += " " + "; ".join(reasons)
@@ -86,9 +79,9 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
         message=message,
     )
     if target == Status.PENDING_EXECUTIVE:
-        from .services import _notify_executives
+        from .services import executives_notify
 
         division_deciders = ApprovalStep.objects.filter(
             request=req, round=req.round, stage=Stage.DIVISION
         ).select_related("decider")
-        _notify_executives(req, exclude=[s.decider for s in division_deciders])
+        executives_notify(req, exclude=[s.decider for s in division_deciders])

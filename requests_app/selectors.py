@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 import django_filters
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -19,6 +20,7 @@ from allocator.timeline import Span, Timeline
 from audit.models import AuditEvent
 from org.models import Division, Team
 from org.roles import roles_of
+from org.visibility import visible_projects_q
 
 from .models import ApprovalStep, ComputeRequest
 from .workflow import Stage, Status
@@ -36,15 +38,7 @@ def visibility_q(user) -> Q | None:
     if not roles.authenticated:
         return None
     on_team = Q(project__team_id__in=roles.team_ids)
-    if roles.is_executive or roles.is_compute_ops:
-        cleared = Q()
-    else:
-        cleared = (
-            Q(project__confidential=False)
-            | on_team
-            | Q(project__team__division_id__in=roles.lead_division_ids)
-        )
-    return on_team | (~Q(status=Status.DRAFT) & cleared)
+    return on_team | (~Q(status=Status.DRAFT) & visible_projects_q(user, "project__"))
 
 
 def requests_visible_to(user) -> QuerySet[ComputeRequest]:
@@ -337,10 +331,10 @@ class Delay:
     @property
     def by_words(self) -> str:
         """ "by 3 days", or "beyond the horizon" when it would no longer be served."""
-        from allocator.forecast import _days
+        from allocator.forecast import duration_words
 
         by = self.by
-        return "beyond the horizon" if by is None else f"by {_days(by)}"
+        return "beyond the horizon" if by is None else f"by {duration_words(by)}"
 
 
 @dataclass(frozen=True)
@@ -386,7 +380,7 @@ def _as_change(r, now: datetime):
         flexible_start=r.flexible_start,
         executive_reviewed=r.needs_executive,
         division_id=division.pk,
-        label=forecast._label(r.project.name, r.project.confidential),
+        label=forecast.project_label(r.project.name, r.project.confidential),
         status="pending",
         division_name=division.name,
     )
@@ -441,7 +435,9 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
                 after = with_it.outcomes.get(change_id)
                 if o.kind != "allocated" or after is None:
                     continue
-                if after.kind != "allocated" or after.start > o.start:
+                # An allocated outcome always has its start (after's is compared only then).
+                o_start, after_start = cast(datetime, o.start), cast(datetime, after.start)
+                if after.kind != "allocated" or after_start > o_start:
                     delays.append((change_id, o.start, after.start if after.allocated else None))
             delays.sort(key=lambda d: (d[2] is not None, d[1]))
             delayed = {d[0] for d in delays}
@@ -480,3 +476,11 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
             ],
         )
     return result
+
+
+def request_ids_for_changes(sender=None, *, change_ids, **kwargs) -> dict[int, int]:
+    """allocator's question (allocator.signals.change_origin_requested): which request made
+    each of these changes. Ids only, nothing confidential."""
+    return dict(
+        ComputeRequest.objects.filter(change_id__in=change_ids).values_list("change_id", "pk")
+    )

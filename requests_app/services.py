@@ -31,7 +31,7 @@ from org.roles import roles_of
 
 from . import policies
 from .models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
-from .workflow import Action, Stage, Status, can_move
+from .workflow import DECISIONS, Action, Stage, Status, can_move, decision_target
 
 # A start this close to "now" still counts as now: the form takes a minute to fill in.
 START_GRACE = timedelta(minutes=10)
@@ -356,7 +356,8 @@ def _notify_division(req: ComputeRequest) -> None:
     )
 
 
-def _notify_executives(req: ComputeRequest, *, exclude=()) -> None:
+def executives_notify(req: ComputeRequest, *, exclude=()) -> None:
+    """Tell the executives (all but the requester and `exclude`) a request waits for them."""
     execs = _users_with_role(RoleGrant.Role.EXECUTIVE, exclude=[req.requester, *exclude])
     notify(
         recipients=execs,
@@ -433,10 +434,10 @@ def request_submit(*, user, request_id: int) -> ComputeRequest:
 def _cancel_returned_change(req: ComputeRequest, *, actor) -> None:
     """A change the engine sent back to executive review is cancelled when the request is not
     approved after all."""
-    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+    if req.change is not None and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
         from allocator.services import allocation_change_cancel
 
-        allocation_change_cancel(change_id=req.change_id, actor=actor)
+        allocation_change_cancel(change_id=req.change.pk, actor=actor)
 
 
 @transaction.atomic
@@ -457,22 +458,17 @@ def request_withdraw(*, user, request_id: int, comment: str = "") -> ComputeRequ
 
 # --- Deciding ---
 
-DECISIONS = {
-    Action.APPROVE: ApprovalStep.Decision.APPROVED,
-    Action.REJECT: ApprovalStep.Decision.REJECTED,
-    Action.REQUEST_CHANGES: ApprovalStep.Decision.CHANGES_REQUESTED,
-}
-
 
 def _apply_approval(req: ComputeRequest, *, actor, executive_reviewed: bool) -> None:
     from allocator import services as allocator_services
 
-    if req.change_id and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
+    if req.change is not None and req.change.status == AllocationChange.Status.NEEDS_REVIEW:
         # The engine sent it back because the share rule came to hold at apply time.
         allocator_services.allocation_change_resume(
-            change_id=req.change_id, executive_reviewed=executive_reviewed, actor=actor
+            change_id=req.change.pk, executive_reviewed=executive_reviewed, actor=actor
         )
         return
+    assert req.approved_at is not None, "request_decide sets approved_at before approving"
     req.change = allocator_services.allocation_change_create(
         pool_id=req.pool_id,
         project_id=req.project_id,
@@ -505,6 +501,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
     if "\x00" in comment:
         raise ValidationError({"comment": ["Remove the null character from the text."]})
     stage = policies.current_stage(req)
+    assert stage is not None, "can_decide passed: the request waits at a review stage"
     decision = DECISIONS[action]
     try:
         with transaction.atomic():
@@ -521,18 +518,12 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
 
     stage_label = Stage(stage).label.lower()
     update_fields = ["status", "updated_at"]
-    if decision == ApprovalStep.Decision.APPROVED:
-        if stage == Stage.DIVISION and req.needs_executive:
-            target = Status.PENDING_EXECUTIVE
-            update_fields.append("stage_entered_at")
-        else:
-            target = Status.APPROVED
-            req.approved_at = timezone.now()
-            update_fields += ["approved_at", "change"]
-    elif decision == ApprovalStep.Decision.REJECTED:
-        target = Status.REJECTED
-    else:
-        target = Status.CHANGES_REQUESTED
+    target = decision_target(decision, stage=stage, needs_executive=req.needs_executive)
+    if target == Status.PENDING_EXECUTIVE:
+        update_fields.append("stage_entered_at")
+    elif target == Status.APPROVED:
+        req.approved_at = timezone.now()
+        update_fields += ["approved_at", "change"]
 
     verb = {
         ApprovalStep.Decision.APPROVED: "approved",
@@ -567,5 +558,5 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         link=_link(req),
     )
     if target == Status.PENDING_EXECUTIVE:
-        _notify_executives(req, exclude=[user])
+        executives_notify(req, exclude=[user])
     return req

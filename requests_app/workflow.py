@@ -1,7 +1,11 @@
-"""A request's states and every allowed move between them (PRODUCT.md section 3). Pure: no I/O.
-Only services change a request's status, and only along these edges."""
+"""A request's whole state machine (PRODUCT.md section 3): its states, every allowed move
+between them, where a reviewer's decision moves it, and where each outcome of the apply engine
+moves it. Pure: no I/O. Only services (and the engine's hand-back, receivers.py) change a
+request's status, and only along these edges."""
 
 from django.db import models
+
+from allocator.outcomes import Outcome
 
 
 class Status(models.TextChoices):
@@ -20,6 +24,14 @@ class Status(models.TextChoices):
 class Stage(models.TextChoices):
     DIVISION = "division", "Division review"
     EXECUTIVE = "executive", "Executive review"
+
+
+class Decision(models.TextChoices):
+    """A reviewer's decision on one stage (ApprovalStep.decision)."""
+
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
 
 
 class Action(models.TextChoices):
@@ -66,3 +78,37 @@ WITHDRAWABLE = frozenset(
 
 def can_move(source: str, target: str) -> bool:
     return target in TRANSITIONS.get(source, set())
+
+
+# --- Deciding a review stage -----------------------------------------------------------------
+
+DECISIONS: dict[str, Decision] = {
+    Action.APPROVE: Decision.APPROVED,
+    Action.REJECT: Decision.REJECTED,
+    Action.REQUEST_CHANGES: Decision.CHANGES_REQUESTED,
+}
+
+DECISION_STATUS: dict[str, Status] = {
+    Decision.APPROVED: Status.APPROVED,
+    Decision.REJECTED: Status.REJECTED,
+    Decision.CHANGES_REQUESTED: Status.CHANGES_REQUESTED,
+}
+
+
+def decision_target(decision: str, *, stage: str, needs_executive: bool) -> Status:
+    """The status a decision on `stage` moves the request to. A division approval of a request
+    that needs executive review (its routing reasons) goes on to the executive stage instead."""
+    if decision == Decision.APPROVED and stage == Stage.DIVISION and needs_executive:
+        return Status.PENDING_EXECUTIVE
+    return DECISION_STATUS[decision]
+
+
+# --- The apply engine's hand-back (receivers.py) ---------------------------------------------
+
+OUTCOME_STATUS: dict[str, Status] = {
+    Outcome.APPLIED: Status.ALLOCATED,
+    Outcome.WAITING: Status.WAITING,
+    Outcome.NEEDS_REVIEW: Status.PENDING_EXECUTIVE,
+    Outcome.FAILED: Status.FAILED,
+    Outcome.RETRIED: Status.APPROVED,
+}

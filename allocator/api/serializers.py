@@ -1,12 +1,10 @@
 """Input and output shapes of /api/v1/pools/, /allocations/ and /capacity-changes/
 (PRODUCT.md section 6). Output serializers only read; inputs only parse — services decide."""
 
-from django.core.exceptions import ObjectDoesNotExist
 from rest_framework import serializers
 
-from ..models import Allocation, CapacityChange
-
-MAX_GPUS = 1_000_000
+from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange
+from ..signals import request_ids_for_changes
 
 
 class PoolSerializer(serializers.Serializer):
@@ -22,21 +20,32 @@ class PoolSerializer(serializers.Serializer):
     waiting = serializers.IntegerField()
 
 
+class AllocationListSerializer(serializers.ListSerializer):
+    def to_representation(self, data):
+        items = list(data.all() if hasattr(data, "all") else data)
+        # the requests behind the whole page's changes, in one query
+        self.child.request_ids = request_ids_for_changes(
+            {a.change_id for a in items if a.change_id}
+        )
+        return super().to_representation(items)
+
+
 class AllocationSerializer(serializers.ModelSerializer):
     request = serializers.SerializerMethodField()
+    request_ids: dict[int, int] | None = None  # set by AllocationListSerializer
 
     class Meta:
         model = Allocation
         fields = ["id", "project", "pool", "gpus", "start", "end", "state", "request"]
         read_only_fields = fields
+        list_serializer_class = AllocationListSerializer
 
     def get_request(self, allocation) -> int | None:
         if allocation.change_id is None:
             return None
-        try:
-            return allocation.change.request.pk
-        except ObjectDoesNotExist:
-            return None
+        if self.request_ids is None:
+            return request_ids_for_changes([allocation.change_id]).get(allocation.change_id)
+        return self.request_ids.get(allocation.change_id)
 
 
 class ReclaimInputSerializer(serializers.Serializer):
@@ -44,7 +53,7 @@ class ReclaimInputSerializer(serializers.Serializer):
     new_end = serializers.DateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=2000)
     notice = serializers.IntegerField(
-        required=False, allow_null=True, min_value=0, max_value=24 * 365, help_text="Hours."
+        required=False, allow_null=True, min_value=0, max_value=MAX_NOTICE_HOURS, help_text="Hours."
     )
     transfer_to = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, help_text="An approved change's id."

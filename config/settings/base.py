@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "notifications",
     "allocator",
     "requests_app",
+    "front",
+    "devtools",
     "ops",
     "django_structlog",
 ]
@@ -82,7 +84,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "org.context_processors.roles",
                 "notifications.context_processors.unread",
-                "common.context_processors.nav_section",
+                "front.context_processors.nav_section",
             ],
         },
     },
@@ -175,6 +177,8 @@ CONTENT_SECURITY_POLICY = {
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://localhost:25")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="allotment@localhost")
+# Where people open Allotment; emails link there. Required in production (notifications.E001).
+ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="")
 
 # --- Redis: Celery broker, result store and cache share one server. ---
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -218,6 +222,7 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    "send-due-emails": {"task": "notifications.tasks.send_due_emails", "schedule": 60.0},
     # Proves beat sends and a worker runs what it sends (/readyz, ops/health.py).
     "beat-heartbeat": {"task": "ops.tasks.beat_heartbeat", "schedule": 15.0},
     # Links new audit rows into the hash chain (ops/ledger.py).

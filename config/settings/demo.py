@@ -1,8 +1,8 @@
-"""Demo / development mode: what `python3 dev.py run` uses. Plain HTTP on localhost, console
-email, a fixed development secret. Never use in production."""
+"""Demo / development mode: what `python3 dev.py run` uses. Plain HTTP on localhost, email
+into files under var/mail/, a fixed development secret. Never use in production."""
 
 from .base import *  # noqa: F403
-from .base import ALLOTMENT, ALLOTMENT_OPS, env
+from .base import ALLOTMENT, ALLOTMENT_OPS, BASE_DIR, env
 from .safety import refuse_debug_in_public
 
 DEBUG = env.bool("DEBUG", default=True)
@@ -12,7 +12,10 @@ SECURE_SSL_REDIRECT = False
 SECURE_HSTS_SECONDS = 0
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Emails go to files under var/mail/ (one per batch sent), not over the terminal's output.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = env.path("EMAIL_FILE_PATH", default=BASE_DIR / "var" / "mail")
+ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="http://127.0.0.1:8000")
 ALLOTMENT = {**ALLOTMENT, "DEMO": True}
 # /metrics is open to this machine only (PRODUCT.md section 9).
 ALLOTMENT_OPS = {

@@ -14,6 +14,7 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+ALLOTMENT_SITE_URL = "http://testserver"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -54,8 +55,10 @@ if env("ALLOTMENT_WORKER_DB", default=""):
     DATABASES["default"]["NAME"] = env("ALLOTMENT_WORKER_DB")
 
 # Fault points on the apply path, armed by the proofs (allocator/faults.py). The system check
-# allocator.E001 accepts this only in these settings.
+# allocator.E001 accepts this only in these settings; the armed faults live in a test-only app
+# (its table exists only in test databases).
 ALLOTMENT_TEST_SETTINGS = True
 ALLOTMENT_FAULT_INJECTION = True
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.support.fault_injection"]  # noqa: F405
 # Every response >= 500 counts into the figure "5xx responses" (must be 0 at the end).
 MIDDLEWARE = ["tests.support.middleware.Count5xxMiddleware", *MIDDLEWARE]  # noqa: F405

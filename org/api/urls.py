@@ -1,10 +1,9 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .views import DivisionViewSet, ProjectViewSet, TeamViewSet, TokenView
+from .views import ProjectViewSet, TeamViewSet, TokenView
 
 router = SimpleRouter()
-router.register("divisions", DivisionViewSet, basename="division")
 router.register("teams", TeamViewSet, basename="team")
 router.register("projects", ProjectViewSet, basename="project")
 urlpatterns = [

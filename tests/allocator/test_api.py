@@ -87,6 +87,9 @@ def test_allocation_shape_with_request_id(api, requester, pool, project):
     assert body["request"] == req.pk and body["project"] == project.pk and body["state"] == "active"
     assert api.get(f"/api/v1/allocations/{plain.pk}/").json()["request"] is None
     assert api.get("/api/v1/allocations/?state=ended").json()["count"] == 0
+    # the list gives the same request ids (looked up once for the page)
+    listed = {a["id"]: a["request"] for a in api.get("/api/v1/allocations/").json()["results"]}
+    assert listed == {allocation.pk: req.pk, plain.pk: None}
 
 
 def test_release_by_team_member(api, requester, pool, project):
@@ -158,6 +161,7 @@ def test_reclaim_by_non_ops_is_403(api, persona, request, pool, project):
         ({"new_gpus": 2}, "reason"),
         ({"new_gpus": 2, "reason": "x", "new_end": "someday"}, "new_end"),
         ({"new_gpus": 2, "reason": "x", "notice": -1}, "notice"),
+        ({"new_gpus": 2, "reason": "   "}, "reason"),
         ({"new_gpus": 2, "reason": "x", "transfer_to": 987654}, "transfer_to"),
     ],
 )
@@ -190,6 +194,9 @@ def test_capacity_changes_list_and_create(api, ops, requester, pool):
         ({"kind": "theft"}, "kind"),
         ({"pool": 987654}, "pool"),
         ({"pool": -1}, "pool"),
+        ({"pool": "x"}, "pool"),
+        ({"delta": "lots"}, "delta"),
+        ({"note": "x" * 501}, "note"),
         ({"effective_at": "tomorrow-ish"}, "effective_at"),
         ({"kind": "decommission", "delta": -64}, "delta"),
     ],

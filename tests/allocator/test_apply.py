@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from allocator import services
 from allocator.models import Allocation, AllocationChange, LedgerEntry
+from allocator.services import engine
 from allocator.signals import change_settled
 from audit.models import AuditEvent
 from notifications.models import Notification
@@ -79,7 +80,7 @@ def test_crash_after_allocation_insert_rolls_back_and_rerun_allocates_once(
     def crash(**kwargs):
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(services, "_ledger", crash)
+    monkeypatch.setattr(engine, "ledger", crash)
     with pytest.raises(RuntimeError):
         services.allocation_change_apply(change_id=change.pk)
     # then the whole apply rolled back, but the attempt was counted
@@ -132,12 +133,12 @@ def test_claim_beyond_the_limit_marks_failed(make_change, settings, settled):
 
 
 def _apply_with(ledger, change):
-    original = services._ledger
-    services._ledger = ledger
+    original = engine.ledger
+    engine.ledger = ledger
     try:
         return services.allocation_change_apply(change_id=change.pk)
     finally:
-        services._ledger = original
+        engine.ledger = original
 
 
 def test_short_capacity_waits_with_reason(make_change, pool, project, settled, requester):

@@ -86,14 +86,42 @@ def test_forecast_names_the_event_and_comes_true(
     services.allocation_reclaim(
         allocation_id=held.pk, actor=ops, new_gpus=16, reason="Make room.", notice_hours=24 * 6
     )
-    assert AllocationChange.objects.filter(status="waiting").count() >= 3
+    # the flexible one is allocated at once from day 5, when the 40 GPUs end: the first request
+    # cannot be placed on record now (nothing is free on day 1), so it holds nothing (work
+    # conservation; this test once had the flexible one wait behind it)
+    flexible.refresh_from_db()
+    assert flexible.status == "applied"
+    assert abs(flexible.allocation.start - in_days(5)) < timedelta(minutes=1)
+    assert AllocationChange.objects.filter(status="waiting").count() == 3
     # when the forecast is made and the engine runs at its instants
     predicted = check_forecast_true(pool)
-    # then the first request is served when the 40 GPUs end, and says so
+    # then the first request is served on day 8, when those 24 end and the 16 arrive, and says so
     outcome = predicted.outcomes[first.pk]
     assert outcome.kind == "allocated"
-    assert abs(outcome.start - in_days(5)) < timedelta(minutes=1)
-    assert "project Atlas's 40 GPUs of east/H100 end" in outcome.reason
+    assert abs(outcome.start - in_days(8)) < timedelta(minutes=1)
+    assert "project Atlas's 24 GPUs of east/H100 end" in outcome.reason
+
+
+def test_a_request_served_late_behind_a_waiting_one_is_forecast_on_the_record(
+    make_change, pool, project
+):
+    # given 64 GPUs: 24 held until day 3, 40 until day 8
+    factories.AllocationFactory(pool=pool, project=project, gpus=24, end=in_days(3))
+    factories.AllocationFactory(pool=pool, project=project, gpus=40, end=in_days(8))
+    # and two fixed requests waiting: 48 over days 1-20 (fits from day 8), and behind it 24
+    # over days 2-12 (fits from day 3, late, where the 48 cannot be placed on record)
+    # (first in the queue, a request the pool can never hold, so the 48 is not at its head)
+    never = make_change(gpus=100, start=in_days(1), end=in_days(20), priority=3)
+    head = make_change(gpus=48, start=in_days(1), end=in_days(20), priority=2)
+    behind = make_change(gpus=24, start=in_days(2), end=in_days(12), priority=1)
+    for change in (never, head, behind):
+        services.allocation_change_apply(change_id=change.pk)
+    # when forecast and the engine runs at its instants
+    predicted = check_forecast_true(pool)
+    # then the 24 starts on day 3, and the 48 only once they end on day 12 (not on day 8:
+    # the 24 are on record by then)
+    assert abs(predicted.outcomes[behind.pk].start - in_days(3)) < timedelta(minutes=1)
+    assert abs(predicted.outcomes[head.pk].start - in_days(12)) < timedelta(minutes=1)
 
 
 def test_share_rule_at_apply_time_is_forecast(make_change, pool, project, research_share):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from allocator import selectors, services
 from allocator.models import Allocation, AllocationChange
-from allocator.planning import Demand, plan_queue
+from allocator.planning import Demand, plan_queue, reservation
 from allocator.timeline import Span, Timeline
 from tests import factories
 from tests.factories import in_days
@@ -26,37 +26,107 @@ def at(hour):
 # --- the pure rule ---
 
 
-def test_fixed_demand_reserves_its_window_against_later_ones():
-    # given 10 GPUs, 6 held over [0, 100)
+def test_fixed_demand_that_cannot_be_placed_on_record_holds_nothing():
+    # given 10 GPUs, 6 held over [0, 100) (this test once reserved the 8's window: the old
+    # rule blocked the 2 behind it, keeping 4 GPUs idle for a request that could not use them)
     timeline = Timeline(at(0), [(at(-1), 10)], [Span(at(0), at(100), 6)])
-    earlier = Demand(1, 8, at(10), 40 * H)  # does not fit: only 4 free
-    overlapping = Demand(2, 2, at(20), 10 * H)  # would fit alone
-    elsewhere = Demand(3, 4, at(110), 10 * H)  # after the holding ends
+    earlier = Demand(1, 8, at(10), 40 * H)  # does not fit on record: only 4 free
+    overlapping = Demand(2, 2, at(20), 10 * H)
+    elsewhere = Demand(3, 4, at(110), 10 * H)
     # when planned in queue order
     plan = plan_queue(timeline, [earlier, overlapping, elsewhere])
-    # then the later overlapping demand may not take GPUs the earlier one needs
-    assert set(plan.waiting) == {1, 2}
-    assert plan.placed == {3: Span(at(110), at(120), 4)}
-    assert plan.reserved[1] == Span(at(10), at(50), 8)
+    # then the 8 waits holding nothing, and both behind it are served
+    assert set(plan.waiting) == {1}
+    assert plan.reserved == {}
+    assert plan.placed == {2: Span(at(20), at(30), 2), 3: Span(at(110), at(120), 4)}
 
 
-def test_backfill_that_delays_no_one_is_served():
-    # given 10 GPUs, 6 held over [0, 100); the head of the queue needs 8 from hour 10
-    timeline = Timeline(at(0), [(at(-1), 10)], [Span(at(0), at(100), 6)])
-    head = Demand(1, 8, at(10), 40 * H)
-    small = Demand(2, 2, at(60), 10 * H)  # outside the head's window: 4 free there
-    plan = plan_queue(timeline, [head, small])
-    assert plan.placed == {2: Span(at(60), at(70), 2)}
+def test_demo_pool_serves_small_requests_beside_an_unservable_big_one():
+    # given central/A100 as on the demo: 256 GPUs, 64 held all month
+    month = 30 * 24
+    timeline = Timeline(at(0), [(at(-1), 256)], [Span(at(0), at(month), 64)])
+    big = Demand(4, 200, at(24), 20 * 24 * H)  # fixed: 192 free, it cannot be placed on record
+    small = Demand(12, 8, at(48), 10 * 24 * H)
+    # when planned, the big one first (higher priority, approved earlier)
+    plan = plan_queue(timeline, [big, small])
+    # then the 8 is allocated at once and the 200 waits, holding nothing
+    assert plan.placed == {12: Span(at(48), at(48 + 240), 8)}
+    assert list(plan.waiting) == [4]
+    assert plan.reserved == {}
 
 
-def test_flexible_demand_reserves_its_earliest_start_beyond_the_horizon():
-    # given 10 GPUs all held over [0, 100)
+def test_six_requests_for_16_are_all_allocated_from_the_192_idle():
+    timeline = Timeline(at(0), [(at(-1), 256)], [Span(at(0), at(24 * 30), 64)])
+    big = Demand(4, 200, at(0), 24 * 20 * H)
+    sixteens = [Demand(20 + i, 16, at(24), 24 * 14 * H) for i in range(6)]
+    plan = plan_queue(timeline, [big, *sixteens])
+    assert sorted(plan.placed) == [20, 21, 22, 23, 24, 25]
+    assert all(span == Span(at(24), at(24 + 24 * 14), 16) for span in plan.placed.values())
+    assert plan.timeline.min_free(at(24), at(24 + 24 * 14)) == 192 - 6 * 16
+
+
+def test_small_requests_fill_up_to_the_free_gpus_and_no_further():
+    # given 192 free: twelve requests for 16 fit (192), the thirteenth does not
+    timeline = Timeline(at(0), [(at(-1), 256)], [Span(at(0), at(1000), 64)])
+    big = Demand(1, 200, at(0), 500 * H)
+    sixteens = [Demand(10 + i, 16, at(0), 100 * H) for i in range(13)]
+    plan = plan_queue(timeline, [big, *sixteens])
+    assert len(plan.placed) == 12
+    assert set(plan.waiting) == {1, 22}
+
+
+def test_flexible_big_request_holds_its_earliest_placement_on_record():
+    # given 256 GPUs, 64 held over [0, 100): a flexible request for all 256 fits from hour 100
+    timeline = Timeline(at(0), [(at(-1), 256)], [Span(at(0), at(100), 64)])
+    big = Demand(1, 256, at(0), 50 * H, latest_start=at(200))
+    before = Demand(2, 16, at(0), 100 * H)  # within the 192 idle until the big one starts
+    across = Demand(3, 16, at(90), 20 * H)  # needs GPUs the big one holds from hour 100
+    after = Demand(4, 16, at(150), 10 * H)  # once the big one ends
+    # when planned, the big one first
+    plan = plan_queue(timeline, [big, before, across, after])
+    # then the big one holds [100, 150) x 256 from its earliest placement; nothing behind it
+    # takes GPUs there, and what fits around it is served
+    assert plan.placed[1] == Span(at(100), at(150), 256)
+    assert plan.placed[2] == Span(at(0), at(100), 16)
+    assert plan.placed[4] == Span(at(150), at(160), 16)
+    assert set(plan.waiting) == {3}
+
+
+def test_waiting_flexible_request_holds_nothing_past_its_window():
+    # given 10 GPUs all held over [0, 100) (this test once reserved [100, 110) for the head,
+    # a start it may not take: its window closes at hour 50)
     timeline = Timeline(at(0), [(at(-1), 10)], [Span(at(0), at(100), 10)])
-    head = Demand(1, 10, at(0), 10 * H, latest_start=at(50))  # its horizon ends before 100
-    later = Demand(2, 5, at(100), 5 * H)  # wants what the head would get first
+    head = Demand(1, 10, at(0), 10 * H, latest_start=at(50))
+    later = Demand(2, 5, at(100), 5 * H)
     plan = plan_queue(timeline, [head, later])
-    assert plan.reserved[1] == Span(at(100), at(110), 10)
-    assert 2 in plan.waiting
+    assert plan.reserved == {}
+    assert set(plan.waiting) == {1}
+    assert plan.placed == {2: Span(at(100), at(105), 5)}
+
+
+def test_reservation_is_the_placement_on_record_or_nothing():
+    # given 10 GPUs, 6 held over [0, 100)
+    record = Timeline(at(0), [(at(-1), 10)], [Span(at(0), at(100), 6)])
+    # a fixed demand holds its period only where it fits on record
+    assert reservation(record, Demand(1, 8, at(10), 40 * H)) is None
+    assert reservation(record, Demand(2, 4, at(10), 40 * H)) == Span(at(10), at(50), 4)
+    # a flexible one holds its earliest placement within its window, or nothing
+    flexible = Demand(3, 8, at(10), 40 * H, latest_start=at(120))
+    assert reservation(record, flexible) == Span(at(100), at(140), 8)
+    closed = Demand(4, 8, at(10), 40 * H, latest_start=at(90))
+    assert reservation(record, closed) is None
+
+
+def test_queue_order_decides_who_gets_the_last_free_gpus():
+    # given 12 free: two requests for 8 over the same hours; the first in queue order wins
+    timeline = Timeline(at(0), [(at(-1), 12)], [])
+    urgent_later = Demand(7, 8, at(0), 10 * H)
+    normal_earlier = Demand(3, 8, at(0), 10 * H)
+    plan = plan_queue(timeline, [urgent_later, normal_earlier])  # queue order: urgent first
+    assert plan.placed == {7: Span(at(0), at(10), 8)}
+    assert set(plan.waiting) == {3}
+    plan = plan_queue(timeline, [normal_earlier, urgent_later])
+    assert plan.placed == {3: Span(at(0), at(10), 8)}
 
 
 def test_impossible_demand_blocks_no_one():
@@ -143,8 +213,11 @@ def test_release_serves_the_queue_in_priority_then_approval_order(
     assert violations() == []
 
 
-def test_new_apply_does_not_jump_an_earlier_waiting_request(make_change, pool, project):
-    # given 60 of 64 held, and a request for 8 waiting over days 1-30
+def test_new_apply_is_served_beside_a_waiting_request_that_cannot_be_placed(
+    make_change, pool, project
+):
+    # given 60 of 64 held, and a request for 8 waiting over days 1-30 (this test once kept the
+    # later 4 waiting behind it, with 4 GPUs idle that the 8 could never use on record)
     factories.AllocationFactory(
         pool=pool, project=project, gpus=60, start=in_days(-1), end=in_days(60)
     )
@@ -152,9 +225,27 @@ def test_new_apply_does_not_jump_an_earlier_waiting_request(make_change, pool, p
     # when a later approval asks for 4 over an overlapping range (4 are free)
     later = make_change(gpus=4, start=in_days(5), end=in_days(10))
     outcome = services.allocation_change_apply(change_id=later.pk)
-    # then it waits behind the head rather than take GPUs the head needs
-    assert outcome == "waiting"
-    assert selectors.queue_positions([head.pk, later.pk]) == {head.pk: 1, later.pk: 2}
+    # then it is allocated at once; the 8 keeps waiting, first in the queue
+    assert outcome == "applied"
+    assert selectors.queue_positions([head.pk, later.pk]) == {head.pk: 1}
+    assert violations() == []
+
+
+def test_new_apply_does_not_take_the_last_gpus_from_an_earlier_request_in_the_same_serve(
+    make_change, pool, project, requester
+):
+    # given a full pool and a request for 40 waiting; a later one for 40 waits too
+    blocker = factories.AllocationFactory(
+        pool=pool, project=project, gpus=64, start=in_days(-1), end=in_days(60)
+    )
+    head = _waiting(make_change, gpus=40, approved_at=in_days(-2))
+    later = _waiting(make_change, gpus=40, approved_at=in_days(-1))
+    # when the blocker is released, 64 free: room for one of them
+    services.allocation_release(allocation_id=blocker.pk, actor=requester)
+    # then the earlier one gets them
+    head.refresh_from_db()
+    later.refresh_from_db()
+    assert (head.status, later.status) == ("applied", "waiting")
 
 
 def test_backfill_outside_the_heads_window_is_allocated(make_change, pool, project):

@@ -192,7 +192,7 @@ def secret(team):
         ("division_lead", True),
         ("executive", True),
         ("ops", True),
-        ("admin_user", True),
+        ("admin_user", False),  # a Django admin with no role that sees it
         ("outsider", False),
         ("other_lead", False),
     ],

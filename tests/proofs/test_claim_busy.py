@@ -16,6 +16,7 @@ from django.db import connections, transaction
 
 from allocator import services
 from allocator.models import AllocationChange
+from allocator.services import changes
 from tests.support.proofs import approve_changes
 
 pytestmark = [pytest.mark.slow]
@@ -26,7 +27,7 @@ def test_a_pending_change_locked_by_someone_else_is_retried_not_dropped(
     transactional_db, pool, project, requester, lock, monkeypatch
 ):
     # given an approved change (its task not sent: no worker here)
-    monkeypatch.setattr(services, "_dispatch", lambda change_id: None)
+    monkeypatch.setattr(changes, "dispatch", lambda change_id: None)
     (change,) = approve_changes(pool=pool, project=project, requested_by=requester, n=1)
     held, release = threading.Event(), threading.Event()
 

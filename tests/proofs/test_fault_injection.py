@@ -1,14 +1,17 @@
 """The fault-injection machinery itself (allocator/faults.py, allocator/checks.py): off means no
-database access at all, armed faults fire the asked number of times for the asked change, and
-the system check refuses fault injection in production settings."""
+database access at all, armed faults fire the asked number of times for the asked change, the
+system check refuses fault injection in production settings, and the armed faults' table lives
+in a test-only app that production databases never hold."""
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
-from allocator.checks import fault_injection_off_in_production
+from allocator.checks import fault_injection_app_installed, fault_injection_off_in_production
 from allocator.faults import FaultInjected, fault_point
-from allocator.models import FaultInjection
+from tests.support.fault_injection.models import FaultInjection
 
 
 def test_disabled_fault_points_touch_nothing(db, settings, django_assert_num_queries):
@@ -68,3 +71,44 @@ def test_check_runs_with_deploy_checks(settings):
         call_command("check", "--deploy", "--tag", "allotment")
     settings.ALLOTMENT_FAULT_INJECTION = False
     call_command("check", "--tag", "allotment")
+
+
+def test_check_refuses_fault_injection_without_its_test_app(settings):
+    # given fault injection on in settings that do not install the test-only app
+    settings.ALLOTMENT_FAULT_INJECTION = True
+    settings.INSTALLED_APPS = [
+        app for app in settings.INSTALLED_APPS if app != "tests.support.fault_injection"
+    ]
+    # when the check runs, then it says the app is missing
+    assert [e.id for e in fault_injection_app_installed()] == ["allocator.E002"]
+    # and with fault injection off, nothing is needed
+    settings.ALLOTMENT_FAULT_INJECTION = False
+    assert fault_injection_app_installed() == []
+
+
+def test_check_accepts_the_test_settings():
+    assert fault_injection_app_installed() == []
+
+
+def test_production_settings_do_not_install_the_fault_app():
+    from config.settings import base
+
+    assert not [app for app in base.INSTALLED_APPS if app.startswith("tests")]
+
+
+def test_the_allocator_migrations_drop_the_fault_table(db):
+    # given a database as deployed before the move: allocator migrated to 0003, with the table
+    # (the test's transaction rolls all of this back: PostgreSQL DDL is transactional)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("allocator", "0003_allocation_recent_index")])
+    assert "allocator_faultinjection" in connection.introspection.table_names()
+
+    # when it is migrated forward
+    executor = MigrationExecutor(connection)
+    executor.migrate([("allocator", "0004_delete_faultinjection")])
+
+    # then the table is gone; only the test-only app's own is left
+    tables = connection.introspection.table_names()
+    assert "allocator_faultinjection" not in tables
+    assert FaultInjection._meta.db_table in tables
+    assert FaultInjection._meta.app_label == "fault_injection"

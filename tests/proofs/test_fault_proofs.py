@@ -20,10 +20,11 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from allocator.models import AllocationChange, FaultInjection
+from allocator.models import AllocationChange
 from requests_app.models import ComputeRequest
 from tests.proofs.reliability import pending_executive
 from tests.support import figures
+from tests.support.fault_injection.models import FaultInjection
 from tests.support.proofs import (
     PrivateRedis,
     account,

@@ -1,16 +1,29 @@
 """The whole state machine through the services: every action from every state. Allowed moves
 land where PRODUCT.md section 3 says, with one audit row and one step; forbidden moves raise a
-clear error and change nothing."""
+clear error and change nothing. Then the tables of workflow.py on their own: every status, every
+decision and every outcome of the apply engine has its row, along an edge."""
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.http import Http404
 
+from allocator.outcomes import Outcome
 from audit.models import AuditEvent
 from notifications.models import Notification
 from requests_app import services
 from requests_app.models import ApprovalStep, ComputeRequest
-from requests_app.workflow import TRANSITIONS, Action, Status
+from requests_app.workflow import (
+    DECISION_STATUS,
+    DECISIONS,
+    OUTCOME_STATUS,
+    TRANSITIONS,
+    Action,
+    Decision,
+    Stage,
+    Status,
+    can_move,
+    decision_target,
+)
 
 ALL = list(Status)
 
@@ -201,3 +214,85 @@ def test_submit_tells_the_division_leads_but_not_other_divisions(
     assert Notification.objects.filter(recipient=division_lead, kind="submitted").count() == 1
     assert not Notification.objects.filter(recipient=other_lead).exists()
     assert not Notification.objects.filter(recipient=requester).exists()
+
+
+# --- The tables in workflow.py, on their own (pure: no database) ---------------------------
+
+
+def test_every_status_has_a_row_in_the_transition_table():
+    # then every status says where it may go, and every edge lands on a status
+    assert set(TRANSITIONS) == set(Status)
+    for targets in TRANSITIONS.values():
+        assert targets <= set(Status)
+
+
+@pytest.mark.parametrize("status", ALL)
+def test_every_status_but_draft_is_reached_by_some_move(status):
+    # then no status is a dead letter: each (but the first) is the target of an edge
+    reached = set().union(*TRANSITIONS.values())
+    assert (status in reached) == (status != Status.DRAFT)
+
+
+def test_every_decision_action_has_a_decision():
+    # then each action a reviewer takes records one decision, and every decision has an action
+    assert set(DECISIONS) == {Action.APPROVE, Action.REJECT, Action.REQUEST_CHANGES}
+    assert set(DECISIONS.values()) == set(Decision)
+    assert set(DECISION_STATUS) == set(Decision)
+
+
+@pytest.mark.parametrize(
+    ("decision", "stage", "needs_executive", "target"),
+    [
+        (Decision.APPROVED, Stage.DIVISION, False, Status.APPROVED),
+        (Decision.APPROVED, Stage.DIVISION, True, Status.PENDING_EXECUTIVE),
+        (Decision.APPROVED, Stage.EXECUTIVE, True, Status.APPROVED),
+        (Decision.REJECTED, Stage.DIVISION, True, Status.REJECTED),
+        (Decision.REJECTED, Stage.EXECUTIVE, True, Status.REJECTED),
+        (Decision.CHANGES_REQUESTED, Stage.DIVISION, False, Status.CHANGES_REQUESTED),
+        (Decision.CHANGES_REQUESTED, Stage.EXECUTIVE, True, Status.CHANGES_REQUESTED),
+    ],
+)
+def test_decision_moves_along_an_edge(decision, stage, needs_executive, target):
+    # when a reviewer decides the stage a request waits at
+    got = decision_target(decision, stage=stage, needs_executive=needs_executive)
+    # then it lands where PRODUCT.md section 3 says, along an edge of the table
+    assert got == target
+    source = {Stage.DIVISION: Status.PENDING_DIVISION, Stage.EXECUTIVE: Status.PENDING_EXECUTIVE}
+    assert can_move(source[stage], got)
+
+
+def test_engine_outcomes_are_the_strings_it_sends():
+    # the engine returns and sends these strings today; members must equal them
+    assert {o.value for o in Outcome} == {"applied", "waiting", "needs_review", "failed", "retried"}
+    assert all(o == o.value for o in Outcome)
+
+
+# outcome -> the statuses a request is in when the engine reports it (a request already waiting
+# is told "waiting" again without moving: tests/requests_app/test_receivers.py)
+ENGINE_SOURCES = {
+    Outcome.APPLIED: (Status.APPROVED, Status.WAITING),
+    Outcome.WAITING: (Status.APPROVED,),
+    Outcome.NEEDS_REVIEW: (Status.APPROVED, Status.WAITING),
+    Outcome.FAILED: (Status.APPROVED, Status.WAITING),
+    Outcome.RETRIED: (Status.FAILED,),
+}
+
+
+@pytest.mark.parametrize("outcome", list(Outcome))
+def test_every_engine_outcome_moves_the_request_along_an_edge(outcome):
+    # then each outcome has a status, reached along an edge of the table from every status the
+    # request can be in when the engine reports it
+    target = OUTCOME_STATUS[outcome]
+    assert all(can_move(source, target) for source in ENGINE_SOURCES[outcome])
+    assert OUTCOME_STATUS[outcome.value] == target  # plain strings from the signal find it too
+
+
+def test_every_outcome_has_a_status_and_only_engine_statuses_are_targets():
+    assert set(OUTCOME_STATUS) == set(Outcome)
+    assert set(OUTCOME_STATUS.values()) == {
+        Status.ALLOCATED,
+        Status.WAITING,
+        Status.PENDING_EXECUTIVE,
+        Status.FAILED,
+        Status.APPROVED,
+    }

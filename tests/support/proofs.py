@@ -19,9 +19,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from allocator import services
-from allocator.models import AllocationChange, FaultInjection, Priority
+from allocator.models import AllocationChange, Priority
 from tests.factories import in_days
 from tests.support import figures, invariants
+from tests.support.fault_injection.models import FaultInjection
 from tests.support.processes import die_with_parent
 
 

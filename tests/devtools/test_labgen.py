@@ -8,7 +8,7 @@ from django.db.models import Count, Sum
 
 from allocator.models import Allocation, AllocationChange, LedgerEntry, Pool
 from allocator.selectors import pool_timeline
-from common.labgen import Scale, generate_lab
+from devtools.labgen import Scale, generate_lab
 from requests_app.models import ComputeRequest
 from requests_app.workflow import Status
 

@@ -1,9 +1,14 @@
 """GET /api/v1/audit/: the audit trail, read-only (nobody edits it, PRODUCT.md section 2).
 
-Who sees what: executives, compute ops and admins see every event. Everyone else sees the
-events of the compute requests they may view (requests_app.policies.can_view, as SQL through
-requests_app.selectors.visibility_q) and nothing else — events of pools, shares, projects and
-allocations carry figures of other teams."""
+Who sees what: executives and compute ops see every event (they see every project,
+org.visibility). Everyone else, Django admins included, sees the events of the compute requests
+they may view (requests_app.policies.can_view, as SQL through requests_app.selectors) and nothing
+else: events of pools, shares, projects and allocations carry figures of other teams. Admins read
+the whole trail in the Django admin.
+
+It lives in the front app, above requests_app, because its scope is request visibility."""
+
+from typing import Any
 
 import django_filters
 from django.db.models import Subquery
@@ -11,15 +16,17 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.routers import SimpleRouter
 
-from org.roles import roles_of
-
-from .models import AuditEvent
+from audit.models import AuditEvent
+from org.visibility import sees_every_project
+from requests_app.selectors import requests_visible_to
 
 REQUEST_TYPE = "requests_app.computerequest"
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    actor: "serializers.SlugRelatedField[Any]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     before = serializers.JSONField(read_only=True)
     after = serializers.JSONField(read_only=True)
 
@@ -54,12 +61,9 @@ class AuditEventFilter(django_filters.FilterSet):
 
 
 def audit_events_visible_to(user):
-    roles = roles_of(user)
     queryset = AuditEvent.objects.select_related("actor")
-    if roles.is_executive or roles.is_compute_ops or roles.is_admin:
+    if sees_every_project(user):
         return queryset
-    from requests_app.selectors import requests_visible_to
-
     return queryset.filter(
         object_type=REQUEST_TYPE,
         object_id__in=Subquery(requests_visible_to(user).values("pk")),
@@ -69,8 +73,8 @@ def audit_events_visible_to(user):
 @extend_schema_view(
     list=extend_schema(
         summary="The audit trail",
-        description="Executives, compute ops and admins see every event; others see the "
-        "events of the requests they may view.",
+        description="Executives and compute ops see every event; others see the events of "
+        "the requests they may view.",
     ),
     retrieve=extend_schema(summary="One audit event"),
 )

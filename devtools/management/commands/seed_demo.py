@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from common.demo import load_demo, load_demo_requests
+from devtools.demo import load_demo, load_demo_requests
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from common.labgen import Scale, generate_lab
+from devtools.labgen import Scale, generate_lab
 from org.models import Division
 
 

@@ -1,0 +1,39 @@
+"""When will each approved request get its GPUs? A simulator of a pool's future (issue 8):
+
+    state.py                PoolState: a pool's rows as plain objects, loaded in six queries
+    simulation.py           the simulation, by the engine's own rules (its docstring argues why)
+    cache.py                forecasts cached per pool version, for pages and the API
+    reclaim_suggestions.py  least-harm reclaims that would let an urgent request start
+    words.py                the words instants, durations and projects are written in
+
+A what-if is a copy of a PoolState (PoolState.with_changes) simulated like any other.
+"""
+
+from .cache import CACHE_SECONDS, outcomes_for_pools, pool_versions
+from .reclaim_suggestions import ReclaimStep, ReclaimSuggestion, reclaim_suggestions
+from .simulation import ASSUMPTIONS, Forecast, Outcome, forecast_pools, simulate
+from .state import PoolState, SimAllocation, SimChange, SimReclaim, load_pools, read_rows
+from .words import duration_words, project_label, when
+
+__all__ = [
+    "ASSUMPTIONS",
+    "CACHE_SECONDS",
+    "Forecast",
+    "Outcome",
+    "PoolState",
+    "ReclaimStep",
+    "ReclaimSuggestion",
+    "SimAllocation",
+    "SimChange",
+    "SimReclaim",
+    "duration_words",
+    "forecast_pools",
+    "load_pools",
+    "outcomes_for_pools",
+    "pool_versions",
+    "project_label",
+    "read_rows",
+    "reclaim_suggestions",
+    "simulate",
+    "when",
+]

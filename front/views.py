@@ -1,0 +1,214 @@
+"""The cross-app pages (PRODUCT.md section 5), above the domain apps: the overview (pools,
+shares, charts, my requests and approvals) and the project pages (a project's allocations,
+requests, end date and state). A confidential project's requests and allocations show only to
+those org.visibility lets see them; others see that it exists."""
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q, Sum
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from allocator.models import Allocation, CapacityChange, Pool
+from allocator.selectors import horizon, pools_status
+from allocator.shares import balance, daily_load, pool_summaries
+from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
+from org.models import Project
+from org.roles import roles_of
+from org.visibility import can_see_project
+from requests_app.models import ComputeRequest
+from requests_app.selectors import inbox_for, requests_visible_to
+
+EXPIRY_WINDOW = timedelta(days=14)
+UPCOMING_LIMIT = 10
+MY_REQUESTS_LIMIT = 10
+
+
+def _selected_pool(raw: str | None, pools: list[Pool]) -> Pool | None:
+    if raw and raw.isdigit() and len(raw) < 19:
+        return next((p for p in pools if p.pk == int(raw)), None)
+    return None
+
+
+@login_required
+def overview(request):
+    """The landing page (PRODUCT.md section 5). A bounded number of queries whatever the number
+    of pools, allocations or requests: every per-pool figure comes from bulk reads
+    (pools_status: 3 queries, pool_summaries: 2, the chart series: 1, shares: 2) and every list
+    is capped. The sums are made in PostgreSQL (allocator.shares)."""
+    now = timezone.now()
+    user = request.user
+    roles = roles_of(user)
+    days = horizon().days
+
+    pools = list(Pool.objects.all())
+    statuses = pools_status(pools, at=now)
+    summaries = pool_summaries(pools, origin=now, until=now + timedelta(days=days))
+
+    # Capacity against commitments: one pool (?pool=<id>) or all pools summed.
+    chosen = _selected_pool(request.GET.get("pool"), pools)
+    scope = chosen.name if chosen is not None else "all pools"
+    points = (
+        [Point(*p) for p in daily_load([chosen] if chosen else pools, origin=now, days=days)]
+        if pools
+        else []
+    )
+    capacity_chart = step_chart(
+        points,
+        id_prefix="capacity-chart",
+        title=f"Capacity and commitments, {scope}, next {days} days",
+        desc=(
+            f"Step line: GPUs installed each day ({scope}); filled area: GPUs committed to "
+            "allocations, scheduled ones included. Each day shows its lowest capacity and its "
+            "highest commitment. The table below lists the same numbers by week."
+        ),
+    )
+
+    # Each division's holding against its share, per pool (or only the chosen pool).
+    balances = balance(
+        origin=now, pools=[chosen] if chosen else pools, summaries=summaries, with_reclaim=False
+    )
+    share_rows = [row for pb in balances for row in pb.rows]
+    holdings_chart = bar_chart(
+        [
+            Bar(
+                label=f"{row.pool.name} · {row.division.name}",
+                value=row.held_now,
+                reference=row.share,
+                scale=summaries[row.pool.pk].capacity_now,
+            )
+            for row in share_rows
+        ],
+        id_prefix="holdings-chart",
+        title="Each division's holding against its share, per pool",
+        desc=(
+            "For each pool and division, a bar of the GPUs held now on the scale of the pool's "
+            "capacity, and a marker at the division's share. Red bars are above the share. "
+            "The table below lists the same numbers."
+        ),
+    )
+
+    arrivals = list(
+        CapacityChange.objects.filter(effective_at__gt=now, delta__gt=0)
+        .select_related("pool")
+        .order_by("effective_at", "id")[:UPCOMING_LIMIT]
+    )
+    expiries = list(
+        Allocation.objects.filter(
+            state=Allocation.State.ACTIVE, end__gt=now, end__lte=now + EXPIRY_WINDOW
+        )
+        .select_related("pool", "project__team")
+        .order_by("end", "id")[:UPCOMING_LIMIT]
+    )
+    for allocation in expiries:
+        allocation.project_visible = can_see_project(user, allocation.project)
+
+    my_requests = list(
+        ComputeRequest.objects.filter(requester=user)
+        .select_related("project", "pool")
+        .order_by("-created_at", "-id")[:MY_REQUESTS_LIMIT]
+    )
+    approvals_waiting = (
+        inbox_for(user).count() if roles.is_division_lead or roles.is_executive else None
+    )
+
+    return render(
+        request,
+        "common/overview.html",
+        {
+            "pools": statuses,
+            "chosen_pool": chosen,
+            "all_pools": pools,
+            "capacity_chart": capacity_chart,
+            "capacity_rows": weekly_rows(points),
+            "holdings_chart": holdings_chart,
+            "share_rows": share_rows,
+            "arrivals": arrivals,
+            "expiries": expiries,
+            "expiry_days": EXPIRY_WINDOW.days,
+            "my_requests": my_requests,
+            "approvals_waiting": approvals_waiting,
+            "days": days,
+        },
+    )
+
+
+@login_required
+def project_list(request):
+    now = timezone.now()
+    projects = (
+        Project.objects.select_related("team__division")
+        .annotate(
+            gpus_held=Sum(
+                "allocations__gpus",
+                filter=Q(
+                    allocations__state=Allocation.State.ACTIVE,
+                    allocations__start__lte=now,
+                    allocations__end__gt=now,
+                ),
+            )
+        )
+        .order_by("name")
+    )
+    q = (request.GET.get("q") or "").strip()[:100]
+    state = request.GET.get("state") or ""
+    if q:
+        projects = projects.filter(Q(name__icontains=q) | Q(team__name__icontains=q))
+    if state in Project.State.values:
+        projects = projects.filter(state=state)
+    if request.GET.get("mine"):
+        projects = projects.filter(team_id__in=list(roles_of(request.user).team_ids))
+    page = Paginator(projects, 50).get_page(request.GET.get("page"))
+    query = "&".join(
+        f"{k}={v}" for k, v in (("q", q), ("state", state), ("mine", request.GET.get("mine"))) if v
+    )
+    return render(
+        request,
+        "org/project_list.html",
+        {
+            "page": page,
+            "q": q,
+            "state": state,
+            "mine": bool(request.GET.get("mine")),
+            "states": Project.State.choices,
+            "query": query,
+        },
+    )
+
+
+@login_required
+def project_detail(request, pk):
+    project = get_object_or_404(Project.objects.select_related("team__division"), pk=pk)
+    visible = can_see_project(request.user, project)
+    now = timezone.now()
+    context = {
+        "project": project,
+        "visible": visible,
+        "is_member": roles_of(request.user).member_of(project.team_id),
+        "now": now,
+    }
+    if visible:
+        allocations = list(
+            project.allocations.select_related("pool", "change__request").order_by("-end", "-id")[
+                :100
+            ]
+        )
+        for allocation in allocations:
+            allocation.releasable = allocation.state == Allocation.State.ACTIVE and (
+                allocation.end > now
+            )
+        context["allocations"] = allocations
+        context["gpus_held"] = sum(
+            a.gpus
+            for a in allocations
+            if a.state == Allocation.State.ACTIVE and a.start <= now < a.end
+        )
+        # requests_app's rule: the project's requests this viewer may see (drafts only to
+        # the team).
+        requests = requests_visible_to(request.user).filter(project=project)
+        context["requests"] = Paginator(requests.order_by("-created_at", "-id"), 25).get_page(
+            request.GET.get("page")
+        )
+    return render(request, "org/project_detail.html", context)
