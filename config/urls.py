@@ -6,7 +6,6 @@ from django.urls import include, path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from common import views as core_views
 from front import views as front_views
 
 api_v1 = [

@@ -5,7 +5,7 @@ after-commit call never sent."""
 
 import logging
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -99,7 +99,8 @@ def notifications_email_due(
     limits it to those people (the after-commit call); `older_than` to notices due for that long
     (the periodic sweep for emails whose after-commit call was lost). Returns emails sent."""
     table = Notification._meta.db_table
-    where, params = ["email_due"], []
+    where: list[str] = ["email_due"]
+    params: list[list[int] | datetime] = []
     if recipient_ids is not None:
         where.append("recipient_id = ANY(%s)")
         params.append(list(recipient_ids))

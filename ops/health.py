@@ -83,7 +83,7 @@ def check_migrations() -> Check:
 
 def check_broker() -> Check:
     def probe():
-        from config.celery import app
+        from celery import current_app as app  # the project's app (config/celery.py)
 
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

@@ -9,7 +9,6 @@ from celery import signals as celery_signals
 from django.dispatch import receiver
 
 from allocator.signals import change_settled
-
 from telemetry import instruments
 
 _started: dict[str, float] = {}

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3.0)
 
     def handle(self, *args, name, timeout, **options):
-        from config.celery import app
+        from celery import current_app as app  # the project's app (config/celery.py)
 
         try:
             replies = app.control.ping(timeout=timeout) or []
