@@ -5,8 +5,9 @@ after-commit call never sent."""
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -100,7 +101,7 @@ def notifications_email_due(
     (the periodic sweep for emails whose after-commit call was lost). Returns emails sent."""
     table = Notification._meta.db_table
     where: list[str] = ["email_due"]
-    params: list[list[int] | datetime] = []
+    params: list[Any] = []
     if recipient_ids is not None:
         where.append("recipient_id = ANY(%s)")
         params.append(list(recipient_ids))
