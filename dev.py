@@ -280,7 +280,12 @@ def cmd_run(argv: list[str]) -> int:
         # What a deployment runs (docs/deploy.md): gunicorn (config/gunicorn.py) serving hashed,
         # compressed static files through WhiteNoise, DEBUG off, metrics over all processes.
         os.environ["DEBUG"] = "False"
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR / "prometheus"))
+        metrics_dir = Path(
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR / "prometheus"))
+        )
+        # Must exist before any process counts (migrate too); a previous run's files go.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         os.environ.setdefault("GUNICORN_BIND", f"127.0.0.1:{port}")
         os.environ.setdefault("WEB_CONCURRENCY", "2")
     VAR.mkdir(exist_ok=True)
