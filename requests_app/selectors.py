@@ -17,6 +17,7 @@ from django_filters.widgets import BooleanWidget
 
 from allocator.models import Allocation, CapacityChange, DivisionShare, Pool
 from allocator.timeline import Span, Timeline
+from allocator.waiting import LateStart
 from audit.models import AuditEvent
 from org.models import Division, Team
 from org.roles import roles_of
@@ -274,7 +275,7 @@ class RequestForecast:
     start: datetime | None  # the expected start of its allocation, or None
     reason: str  # in words, with the event that makes it fit or why it will not
     outcome: str  # "allocated", "review", "failed" or "scheduled" (allocated, starts later)
-    late: object | None = None  # allocator.waiting.LateStart: a fixed start served late
+    late: LateStart | None = None  # a fixed start served late runs only to its end
 
     assumptions = "Assumes no new approvals and no early releases."
 
@@ -422,11 +423,17 @@ def _impact_sentence(outcome, now) -> tuple[str, str]:
         if outcome.start <= now + timedelta(minutes=1):
             return "at_once", "It would be allocated at once."
         return "later", f"It would be allocated at once, from {when(outcome.start)}."
+    detail = getattr(outcome, "detail", "")  # why it would wait, what would serve it sooner
     if outcome.kind == "allocated":
-        return "waits", (f"It would wait, then start {when(outcome.start)}, {outcome.reason}.")
+        from allocator.waiting import late_start_words
+
+        words = [f"It would wait, then start {when(outcome.start)}, {outcome.reason}."]
+        if outcome.late is not None:
+            words.append(f"Served then, it {late_start_words(outcome.late)}.")
+        return "waits", " ".join([*words, detail]).strip()
     if outcome.kind == "review":
         return "review", f"At apply time it would be {outcome.reason}."
-    return "never", f"It would wait: {outcome.reason}."
+    return "never", f"It would wait. {_sentence(outcome.reason)} {detail}".strip()
 
 
 def _as_change(r, now: datetime):
