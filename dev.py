@@ -259,6 +259,7 @@ def manage(*args: str) -> None:
 def cmd_run(argv: list[str]) -> int:
     port = argv[0] if argv else os.environ.get("PORT", "8000")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.demo")
+    os.environ.setdefault("ALLOTMENT_SITE_URL", f"http://127.0.0.1:{port}")
     VAR.mkdir(exist_ok=True)
     children: list[subprocess.Popen] = []
     with contextlib.ExitStack() as stack:
@@ -302,6 +303,7 @@ def cmd_run(argv: list[str]) -> int:
         log(
             f"Allotment is up: http://127.0.0.1:{port}/  (users in README, password 'demo'); Ctrl-C stops everything"
         )
+        log(f"emails it sends are written to {VAR / 'mail'}/")
 
         def stop(*_):
             raise KeyboardInterrupt

@@ -228,6 +228,13 @@ class Allocation(models.Model):
             f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M}"
         )
 
+    @property
+    def not_started(self) -> bool:
+        """Active but scheduled to start later: pages say "Starts <date>", not "Active"."""
+        from django.utils import timezone
+
+        return self.state == self.State.ACTIVE and self.start > timezone.now()
+
 
 class Reclaim(models.Model):
     """Compute ops shrinking or shortening an allocation, effective after a notice period; or,

@@ -288,6 +288,16 @@ class TimelineChart:
         return self.plot_top + self.plot_height + 14
 
     @property
+    def tick_marks(self) -> list[tuple[float, str, str]]:
+        """(x, label, text-anchor): a label near an edge is anchored to it, so it is not cut
+        off by the SVG's box ("Mar 0" for "Mar 01")."""
+        edge = 30  # about half a "Mar 01" label at the ticks' font size
+        return [
+            (x, label, "start" if x < edge else "end" if x > self.width - edge else "middle")
+            for x, label in self.ticks
+        ]
+
+    @property
     def top_label_y(self) -> int:
         return self.plot_top + 10
 

@@ -1,7 +1,9 @@
 from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from common import views as core_views
@@ -25,6 +27,13 @@ urlpatterns = [
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("healthz", core_views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on every page that names no icon (the admin, the API docs).
+    path(
+        "favicon.ico",
+        serve,
+        {"path": "img/favicon.svg", "document_root": settings.BASE_DIR / "static"},
+        name="favicon",
+    ),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Swagger UI sets inline styles from its own bundle: allowed on this page only.

@@ -18,7 +18,8 @@ def nav_section(request):
     if match is None:
         return {"nav_section": ""}
     view_name = match.view_name
-    for prefix in (view_name, match.namespace):
+    # "allocator:ops-capacity" (a form sent back) belongs to "allocator:ops", not to "allocator"
+    for prefix in (view_name, view_name.split("-", 1)[0], match.namespace):
         if prefix in SECTIONS:
             return {"nav_section": SECTIONS[prefix]}
     return {"nav_section": ""}

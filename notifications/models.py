@@ -23,10 +23,18 @@ class Notification(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     # Makes a notification idempotent: a task that runs twice tells a person once.
     dedupe_key = models.CharField(max_length=200, null=True, blank=True)
+    # The outbox: an email is due for this notice and not yet sent (services.notify sets it;
+    # notifications_email_due claims and clears it, after the commit or in the periodic sweep).
+    email_due = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["recipient", "read_at", "-created_at"])]
+        indexes = [
+            models.Index(fields=["recipient", "read_at", "-created_at"]),
+            models.Index(
+                fields=["created_at"], condition=models.Q(email_due=True), name="notification_due"
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["recipient", "dedupe_key"], name="notification_dedupe_unique"

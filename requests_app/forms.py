@@ -73,6 +73,14 @@ class RequestForm(forms.Form):
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
+        # datetime-local inputs carry no zone: say which one the form reads them in (the
+        # server's current zone, TIME_ZONE); a time that does not exist there (a DST gap) or is
+        # ambiguous is refused by Django's DateTimeField, naming the zone.
+        zone = timezone.get_current_timezone_name()
+        for name in ("start", "end"):
+            field = self.fields[name]
+            field.label = f"{field.label} ({zone})"
+            field.help_text = " ".join(filter(None, [f"Times are in {zone}.", field.help_text]))
         roles = roles_of(user)
         projects = (
             Project.objects.filter(team_id__in=roles.team_ids)

@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from notifications.models import Notification
 from notifications.services import notify
+from notifications.wording import time_until_words
 
 from .. import locks
 from ..models import Allocation, AllocationChange, CapacityChange, LedgerEntry
@@ -124,7 +125,7 @@ def allocations_remind_ending(*, now: datetime | None = None) -> int:
                     Allocation.objects.filter(pk=allocation.pk, reminded_7d_at__isnull=True).update(
                         reminded_7d_at=now
                     )
-                when = "tomorrow" if days == 1 else "in a week"
+                when = time_until_words(allocation.end - now)
                 notify(
                     recipients=team_members(allocation.project.team_id),
                     kind=Notification.Kind.ENDING_SOON,

@@ -168,6 +168,8 @@ CONTENT_SECURITY_POLICY = {
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://localhost:25")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="allotment@localhost")
+# Where people open Allotment; emails link there. Required in production (notifications.E001).
+ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="")
 
 # --- Redis: Celery broker, result store and cache share one server. ---
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -211,6 +213,7 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    "send-due-emails": {"task": "notifications.tasks.send_due_emails", "schedule": 60.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),

@@ -1,8 +1,8 @@
-"""Demo / development mode: what `python3 dev.py run` uses. Plain HTTP on localhost, console
-email, a fixed development secret. Never use in production."""
+"""Demo / development mode: what `python3 dev.py run` uses. Plain HTTP on localhost, email
+into files under var/mail/, a fixed development secret. Never use in production."""
 
 from .base import *  # noqa: F403
-from .base import ALLOTMENT, env
+from .base import ALLOTMENT, BASE_DIR, env
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="demo-only-not-secret-7c1f0a3e9b2d4e6f8a0b1c2d3e4f5a6b")
@@ -11,5 +11,8 @@ SECURE_SSL_REDIRECT = False
 SECURE_HSTS_SECONDS = 0
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Emails go to files under var/mail/ (one per batch sent), not over the terminal's output.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = env.path("EMAIL_FILE_PATH", default=BASE_DIR / "var" / "mail")
+ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="http://127.0.0.1:8000")
 ALLOTMENT = {**ALLOTMENT, "DEMO": True}

@@ -343,6 +343,29 @@ def test_reminders_7_days_and_1_day_before_once_each(pool, project, requester):
     assert services.allocations_remind_ending(now=later) == 1
 
 
+@pytest.mark.parametrize(
+    ("ends_in", "words"),
+    [
+        (timedelta(days=4, hours=6), "end in 4 days"),
+        (timedelta(days=6, hours=23), "end in 7 days"),
+        (timedelta(hours=20), "end in 20 hours"),
+    ],
+)
+def test_the_reminder_says_when_the_allocation_really_ends(
+    pool, project, requester, ends_in, words
+):
+    # given an allocation whose first reminder goes out late (it was made 4 days before its end)
+    now = timezone.now()
+    factories.AllocationFactory(pool=pool, project=project, start=in_days(-1), end=now + ends_in)
+
+    # when the reminders run
+    services.allocations_remind_ending(now=now)
+
+    # then the notice names the real time left, not "in a week"
+    (note,) = Notification.objects.filter(recipient=requester, kind="ending_soon")
+    assert words in note.message and "in a week" not in note.message
+
+
 def test_resend_stuck_changes_only_old_pending(make_change, monkeypatch):
     sent = []
     from allocator import tasks

@@ -272,3 +272,86 @@ def test_release_of_hidden_or_unknown_allocation_is_404(client, outsider, pool, 
     ).status_code in (404, 405)
     assert Allocation.objects.get(pk=allocation.pk).state == "active"
     assert not AllocationChange.objects.exists()
+
+
+def test_ops_page_after_a_refused_decrease_marks_the_ops_console(client, ops, pool, project):
+    # given an allocation in the way of a decrease
+    factories.AllocationFactory(pool=pool, project=project, gpus=8)
+    _login(client, ops)
+
+    # when compute ops records a decrease that is refused (the form comes back from /ops/capacity/)
+    response = client.post(
+        reverse("allocator:ops-capacity"),
+        {
+            "capacity-pool": pool.pk,
+            "capacity-kind": "decommission",
+            "capacity-delta": -64,
+            "capacity-effective_at": in_days(1).strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+
+    # then the navigation marks the ops console, not the pools
+    body = response.content.decode()
+    assert response.status_code == 400 and "Allocations in the way" in body
+    assert 'aria-current="page">Ops console</a>' in body
+    assert 'aria-current="page">Pools</a>' not in body
+
+
+def test_pool_timeline_anchors_edge_labels_inside_the_chart(client, requester, busy_pool):
+    # given the pool page's timeline
+    _login(client, requester)
+    chart = client.get(reverse("allocator:pool-detail", args=[busy_pool.pk])).context["chart"]
+
+    # then a tick label near either edge is anchored to that edge, the others centred
+    for x, _label, anchor in chart.tick_marks:
+        expected = "start" if x < 30 else "end" if x > chart.width - 30 else "middle"
+        assert anchor == expected
+    assert all(
+        anchor != "middle" or 30 <= x <= chart.width - 30 for x, _l, anchor in chart.tick_marks
+    )
+
+
+def test_last_tick_near_the_right_edge_is_anchored_to_it():
+    from common.charts import TimelineChart
+
+    chart = TimelineChart(
+        width=900,
+        height=200,
+        plot_top=10,
+        plot_height=140,
+        capacity_points="",
+        held_points="",
+        bars=[],
+        lane_height=16,
+        ticks=[(10.0, "Dec 15"), (450.0, "Jan 15"), (895.0, "Mar 01")],
+        now_x=0,
+        max_value=1,
+        truncated=0,
+    )
+    assert [a for _x, _l, a in chart.tick_marks] == ["start", "middle", "end"]
+
+
+def test_favicon_ico_is_served(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code in (200, 301, 302)
+    final = client.get("/favicon.ico", follow=True)
+    assert final.status_code == 200
+    assert final["Content-Type"].startswith("image/")
+
+
+def test_allocation_not_started_says_when_it_starts(client, requester, pool, project):
+    # given an allocation that starts in five days and one running now
+    later = factories.AllocationFactory(pool=pool, project=project, gpus=8, start=in_days(5))
+    factories.AllocationFactory(pool=pool, project=project, gpus=4, start=in_days(-1))
+    client.force_login(requester)
+
+    # when rita opens the project and the pool
+    for url in (
+        reverse("org:project-detail", args=[project.pk]),
+        reverse("allocator:pool-detail", args=[pool.pk]),
+    ):
+        page = client.get(url).content.decode()
+        body = page[page.index('id="alloc-title"') :]  # the allocations table and below
+        # then the future one says when it starts, the running one is active
+        assert f"Starts {later.start:%Y-%m-%d}" in body, url
+        assert body.count(">Active</span>") == 1, url

@@ -1,12 +1,17 @@
 """notifications.services.notify: one INSERT whatever the number of recipients (the engine calls
-it while it holds a pool's lock), dedupe keys, and one email with every recipient in blind copy,
-sent only after the commit."""
+it while it holds a pool's lock), dedupe keys, and the email outbox: one email per person after
+the commit (a digest when several notices went out together), with whole subjects and links that
+open from a mail client."""
+
+from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 
+from notifications.checks import site_url_check
 from notifications.models import Notification
-from notifications.services import notify
+from notifications.services import notifications_email_due, notify
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +79,8 @@ def test_one_email_per_person_after_commit(django_capture_on_commit_callbacks):
     assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
     for message in mail.outbox:
         assert len(message.to) == 1 and message.bcc == [] and message.cc == []
-        assert "Allocated" in message.subject and "/x/" in message.body
+        assert message.subject == "[Allotment] Allocated"
+        assert "http://testserver/x/" in message.body.split()
 
 
 def test_no_email_when_asked_not_to(django_capture_on_commit_callbacks):
@@ -82,3 +88,95 @@ def test_no_email_when_asked_not_to(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         notify(recipients=[user], kind="info", message="quiet", email=False)
     assert mail.outbox == []
+
+
+def test_links_in_emails_are_absolute_from_the_site_url(
+    settings, django_capture_on_commit_callbacks
+):
+    # given the site's address
+    settings.ALLOTMENT_SITE_URL = "https://allotment.example.org/"
+    user = factories.UserFactory(email="r@example.org")
+
+    # when a notice with an app link is sent
+    with django_capture_on_commit_callbacks(execute=True):
+        (note,) = notify(recipients=[user], kind="info", message="Decided.", link="/requests/7/")
+
+    # then the email links to the page on the site; the app keeps its own path
+    (message,) = mail.outbox
+    assert message.body.splitlines()[-1] == "https://allotment.example.org/requests/7/"
+    assert Notification.objects.get(pk=note.pk).link == "/requests/7/"
+
+
+def test_subjects_are_whole_or_shortened_at_a_word(django_capture_on_commit_callbacks):
+    # given two notices: one whose first sentence fits, one far too long for a subject
+    fits = "Request #12 (24 GPUs of east/H100 for Atlas) waits for your executive review."
+    long = "rlead approved the division review of your request #4 " + "carefully " * 12 + "now."
+    a, b = (
+        factories.UserFactory(email="a@example.org"),
+        factories.UserFactory(email="b@example.org"),
+    )
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        notify(recipients=[a], kind="info", message=fits + " Reason: large.")
+        notify(recipients=[b], kind="info", message=long)
+
+    # then the first is the whole sentence; the second ends with an ellipsis after a whole word
+    subjects = {m.to[0]: m.subject for m in mail.outbox}
+    assert subjects["a@example.org"] == "[Allotment] " + fits
+    cut = subjects["b@example.org"]
+    assert cut.endswith("carefully…") and len(cut) <= 110
+    assert long.startswith(cut.removeprefix("[Allotment] ").removesuffix("…"))
+
+
+def test_one_digest_per_person_for_notices_sent_together(django_capture_on_commit_callbacks):
+    # given two people, one told three things and one told one thing in the same transaction
+    many, one = (
+        factories.UserFactory(email="m@example.org"),
+        factories.UserFactory(email="o@example.org"),
+    )
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True):
+        notify(recipients=[many, one], kind="allocated", message="Atlas got 8 GPUs.", link="/p/1/")
+        notify(recipients=[many], kind="allocated", message="Orion got 16 GPUs.", link="/p/2/")
+        notify(recipients=[many], kind="waiting", message="Vega waits.", link="/p/3/")
+
+    # then each gets one email; the digest lists the three notices with their links
+    by_person = {m.to[0]: m for m in mail.outbox}
+    assert sorted(by_person) == ["m@example.org", "o@example.org"] and len(mail.outbox) == 2
+    digest = by_person["m@example.org"]
+    assert digest.subject == "[Allotment] 3 notices: Atlas got 8 GPUs."
+    for line in ["1. Atlas got 8 GPUs.", "2. Orion got 16 GPUs.", "3. Vega waits."]:
+        assert line in digest.body
+    assert "http://testserver/p/3/" in digest.body
+    assert by_person["o@example.org"].subject == "[Allotment] Atlas got 8 GPUs."
+    # and nothing is due any more: a second send finds nothing
+    assert notifications_email_due() == 0 and len(mail.outbox) == 2
+
+
+def test_the_sweep_sends_what_the_after_commit_call_never_sent(django_capture_on_commit_callbacks):
+    # given a notice committed whose after-commit send was lost (the process died)
+    user = factories.UserFactory(email="s@example.org")
+    with django_capture_on_commit_callbacks(execute=False):
+        notify(recipients=[user], kind="info", message="Lost.", link="/x/")
+    Notification.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+
+    # when the periodic sweep runs
+    sent = notifications_email_due(older_than=timedelta(minutes=2))
+
+    # then it is sent once
+    assert sent == 1 and [m.subject for m in mail.outbox] == ["[Allotment] Lost."]
+    assert notifications_email_due(older_than=timedelta(minutes=2)) == 0
+
+
+@pytest.mark.parametrize("value", ["", "example.org", "/relative/", "ftp://example.org"])
+def test_a_missing_or_bad_site_url_is_a_startup_error(settings, value):
+    settings.ALLOTMENT_SITE_URL = value
+    (error,) = site_url_check(None)
+    assert error.id == "notifications.E001" and "ALLOTMENT_SITE_URL" in error.msg
+
+
+def test_a_good_site_url_passes(settings):
+    settings.ALLOTMENT_SITE_URL = "https://allotment.example.org"
+    assert site_url_check(None) == []

@@ -1,7 +1,7 @@
 """The request pages in the browser's terms: filing with inline errors, the demo flow, what
 each viewer sees and may do, escaped justifications, and bounded queries on the lists."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.urls import reverse
@@ -394,4 +394,49 @@ def test_every_mistake_shows_at_once(web, requester, project, pool):
     errors = response.context["form"].errors
     assert response.status_code == 400
     assert set(errors) >= {"goal", "gpus", "end"}
+    assert not ComputeRequest.objects.exists()
+
+
+def test_the_form_says_which_time_zone_its_times_are_in(web, requester, settings):
+    # when rita opens the form
+    body = web(requester).get(reverse("requests:create")).content.decode()
+
+    # then the start and end say they are read in the server's zone (UTC here)
+    assert "Start (UTC)" in body and "End (UTC)" in body
+    assert "Times are in UTC" in body
+
+
+def test_the_form_reads_times_in_the_configured_zone(web, requester, project, pool, settings):
+    # given a server whose time zone is California's
+    settings.TIME_ZONE = "America/Los_Angeles"
+    start = factories.in_days(3).replace(hour=9, minute=0, second=0, microsecond=0)
+    data = _form(
+        project,
+        pool,
+        start=start.strftime("%Y-%m-%dT09:00"),
+        end=(start + timedelta(days=7)).strftime("%Y-%m-%dT09:00"),
+    )
+
+    # when rita files a request for 09:00
+    client = web(requester)
+    assert "Start (America/Los_Angeles)" in client.get(reverse("requests:create")).content.decode()
+    response = client.post(reverse("requests:create"), data)
+
+    # then it is stored as 09:00 in Los Angeles (16:00 or 17:00 UTC), not 09:00 UTC
+    assert response.status_code == 302, response.content.decode()[:2000]
+    req = ComputeRequest.objects.get()
+    assert req.start.astimezone(UTC).hour in (16, 17)
+
+
+def test_a_time_that_does_not_exist_in_the_zone_is_refused(web, requester, project, pool, settings):
+    # given California, where 2027-03-14 02:30 does not exist (clocks jump from 02:00 to 03:00)
+    settings.TIME_ZONE = "America/Los_Angeles"
+    data = _form(project, pool, start="2027-03-14T02:30", end="2027-03-20T09:00")
+
+    # when rita files it
+    response = web(requester).post(reverse("requests:create"), data)
+
+    # then the form says so and nothing is saved
+    assert response.status_code == 400
+    assert "America/Los_Angeles" in " ".join(response.context["form"].errors["start"])
     assert not ComputeRequest.objects.exists()
