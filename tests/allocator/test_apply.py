@@ -173,10 +173,10 @@ def test_waiting_reason_names_the_start_not_the_approval_time(
     # in whole capitalised sentences, and so do its notice and its audit row
     reason = settled[0][2][0]
     assert reason == (
-        f"Only 4 of the 32 GPUs are free on {when(in_days(1))}, 28 short. "
-        f"They are free from {when(in_days(19))}, when allocation #{held.pk} ends (60 GPUs). "
-        f"Served then, it starts {when(in_days(19))}, 18 days late: 6 of its 24 days. "
-        f"It could be served with a start from {when(in_days(19))} (all 32 GPUs for its "
+        f"Only 4 of the 32 GPUs are free on {when(change.start)}, 28 short. "
+        f"They are free from {when(held.end)}, when allocation #{held.pk} ends (60 GPUs). "
+        f"Served then, it starts {when(held.end)}, 18 days late: 6 of its 24 days. "
+        f"It could be served with a start from {when(held.end)} (all 32 GPUs for its "
         "24 days), or with 4 GPUs now."
     )
     notice = Notification.objects.get(recipient=requester, kind="waiting")
@@ -190,7 +190,7 @@ def test_big_fixed_request_waits_saying_nothing_on_record_frees_it(
     # given 256 GPUs with 64 held all month (the demo's central/A100)
     big_pool = factories.PoolFactory(cluster="central", gpu_model="A100", capacity=256)
     factories.DivisionShareFactory(division=research, pool=big_pool, gpus=256)
-    factories.AllocationFactory(
+    held = factories.AllocationFactory(
         pool=big_pool, project=project, gpus=64, start=in_days(-1), end=in_days(30)
     )
     big = make_change(pool=big_pool, gpus=200, start=in_days(2), end=in_days(22))
@@ -200,9 +200,9 @@ def test_big_fixed_request_waits_saying_nothing_on_record_frees_it(
     assert services.allocation_change_apply(change_id=small.pk) == "applied"
     # then the 200 says which instant is short and what would serve it sooner
     reason = settled[0][2][0]
-    assert reason.startswith(f"Only 192 of the 200 GPUs are free on {when(in_days(2))}, 8 short.")
-    assert f"Nothing on record frees them before its end on {when(in_days(22))}." in reason
-    assert f"with a start from {when(in_days(30))}" in reason
+    assert reason.startswith(f"Only 192 of the 200 GPUs are free on {when(big.start)}, 8 short.")
+    assert f"Nothing on record frees them before its end on {when(big.end)}." in reason
+    assert f"with a start from {when(held.end)}" in reason
     assert reason.endswith("or with 192 GPUs now.")
 
 

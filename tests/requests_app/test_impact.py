@@ -131,10 +131,10 @@ def test_two_pending_requests_that_cannot_both_fit_name_each_other(
     [c1] = impacts[first.pk].competitors
     [c2] = impacts[second.pk].competitors
     assert c1.sentence == (
-        f"If #{second.pk} (300 GPUs) is approved first, this one waits until {when(in_days(11))}."
+        f"If #{second.pk} (300 GPUs) is approved first, this one waits until {when(second.end)}."
     )
     assert c2.sentence == (
-        f"If #{first.pk} (300 GPUs) is approved first, this one waits until {when(in_days(11))}."
+        f"If #{first.pk} (300 GPUs) is approved first, this one waits until {when(first.end)}."
     )
     page = web(executive).get(reverse("requests:detail", args=[first.pk])).content.decode()
     assert c1.sentence in page

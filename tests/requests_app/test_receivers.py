@@ -171,7 +171,7 @@ def test_approval_notice_says_allocated_and_from_when(
     assert req.status == Status.ALLOCATED
     assert _approval_notice(requester) == (
         f"rlead approved the division review of your request #{req.pk}. They are allocated "
-        f"from {when(in_days(2))}: 8 GPUs of {pool.name} until {when(in_days(12))}."
+        f"from {when(req.start)}: 8 GPUs of {pool.name} until {when(req.end)}."
     )
 
 
@@ -184,7 +184,7 @@ def test_approval_notice_says_it_waits_until_when_and_why(
 
     # given 60 of the pool's 64 GPUs held until day 10
     factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
-    factories.AllocationFactory(
+    held = factories.AllocationFactory(
         pool=pool, project=project, gpus=60, start=in_days(-1), end=in_days(10)
     )
     req = make_request(
@@ -198,6 +198,6 @@ def test_approval_notice_says_it_waits_until_when_and_why(
     assert "will be allocated shortly" not in message
     assert message.startswith(
         f"rlead approved the division review of your request #{req.pk}. It waits in the "
-        f"{pool.name} queue. Only 4 of the 8 GPUs are free on {when(in_days(2))}, 4 short."
+        f"{pool.name} queue. Only 4 of the 8 GPUs are free on {when(req.start)}, 4 short."
     )
-    assert f"They are free from {when(in_days(10))}" in message
+    assert f"They are free from {when(held.end)}" in message
