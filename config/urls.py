@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("org.api.urls")),
     path("", include("front.audit_api")),
     path("", include("notifications.api")),
+    path("", include("allocator.connectors.api")),
 ]
 
 urlpatterns = [
@@ -23,6 +24,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("requests/", include("requests_app.urls")),
     path("", include("allocator.urls")),
+    path("", include("allocator.connectors.urls")),
     path("", include("front.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),

@@ -230,11 +230,16 @@ def project_detail(request, pk):
     }
     if visible:
         allocations = list(
-            project.allocations.select_related("pool", "change__request").order_by("-end", "-id")[
-                :100
-            ]
+            project.allocations.select_related("pool", "change__request")
+            # GPU-hours measured by the pool's scheduler connector (allocator.connectors).
+            .prefetch_related("usage_days")
+            .order_by("-end", "-id")[:100]
         )
         for allocation in allocations:
+            days = list(allocation.usage_days.all())
+            allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
+            held_hours = (min(now, allocation.end) - allocation.start).total_seconds() / 3600
+            allocation.gpu_hours_allocated = max(0.0, held_hours) * allocation.gpus
             allocation.releasable = allocation.state == Allocation.State.ACTIVE and (
                 allocation.end > now
             )

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "audit",
     "notifications",
     "allocator",
+    "allocator.connectors",
     "requests_app",
     "front",
     "devtools",
@@ -213,6 +214,13 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    # Scheduler connectors (allocator/connectors): due enforcement intents, and the reconciler.
+    "connectors-dispatch-due-intents": {
+        "task": "connectors.tasks.dispatch_due_intents",
+        "schedule": 10.0,
+    },
+    "connectors-reconcile": {"task": "connectors.tasks.reconcile_all", "schedule": 60.0},
+    "connectors-collect-usage": {"task": "connectors.tasks.collect_usage", "schedule": 600.0},
     "send-due-emails": {"task": "notifications.tasks.send_due_emails", "schedule": 60.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
@@ -275,6 +283,22 @@ ALLOTMENT = {
     "MAX_APPLY_ATTEMPTS": env.int("ALLOTMENT_MAX_APPLY_ATTEMPTS", default=3),
     "ENDING_REMINDER_DAYS": (7, 1),
     "DEMO": False,
+}
+
+# Scheduler connectors (PRODUCT.md section 9, allocator/connectors).
+ALLOTMENT_CONNECTORS = {
+    # Each Slurm command gives up after this; the intent stays pending and is retried.
+    "COMMAND_TIMEOUT_SECONDS": env.float("ALLOTMENT_CONNECTOR_COMMAND_TIMEOUT", default=20.0),
+    "MAX_BACKOFF_SECONDS": env.int("ALLOTMENT_CONNECTOR_MAX_BACKOFF", default=300),
+    # Jobs running above a lowered limit are requeued after this many minutes; None: never
+    # (they are reported to owners and compute ops, and finish on their own).
+    "REQUEUE_OVER_LIMIT_AFTER_MINUTES": env.int(
+        "ALLOTMENT_REQUEUE_OVER_LIMIT_AFTER_MINUTES", default=None
+    ),
+    # An allocation whose jobs used less than this share of its GPU-hours over IDLE_HOURS is
+    # flagged idle.
+    "IDLE_HOURS": env.int("ALLOTMENT_IDLE_HOURS", default=24),
+    "IDLE_USE_BELOW": env.float("ALLOTMENT_IDLE_USE_BELOW", default=0.1),
 }
 
 LOGGING = {
