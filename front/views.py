@@ -52,12 +52,10 @@ def my_gpus(user, team_ids, *, now) -> dict:
         .order_by("approved_at", "id")[:MY_GPUS_LIMIT]
     )
     forecasts = forecasts_for(waiting, now=now)
-    for r in waiting:
-        r.forecast = forecasts.get(r.pk)
     return {
         "held": held,
         "scheduled": scheduled,
-        "waiting": waiting,
+        "waiting": [(r, forecasts.get(r.pk)) for r in waiting],
         "held_gpus": sum(a.gpus for a in held),
     }
 
