@@ -340,6 +340,20 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False)
 
 
+def ensure_oidc_provider() -> None:
+    """The sign-in tests run a real OIDC provider (npm's oidc-provider) with Node: install its
+    locked packages from the npm registry once."""
+    here = ROOT / "tests" / "support" / "oidc"
+    if (here / "node_modules" / "oidc-provider").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        log("no npm on PATH: the OIDC sign-in tests will fail (they need Node.js 20+)")
+        return
+    log("installing the test OIDC provider (npm ci in tests/support/oidc)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=here, check=True)
+
+
 SLURM_PACKAGES = {
     # package: a program it installs (to tell whether it is there)
     "slurmctld": "slurmctld",
@@ -393,6 +407,7 @@ def cmd_test(argv: list[str]) -> int:
     (ROOT / "test-output").mkdir(exist_ok=True)
     ensure_chromium()
     ensure_slurm()
+    ensure_oidc_provider()
     with contextlib.ExitStack() as stack:
         # ALLOTMENT_EMBEDDED=1 ignores local servers (to try what a machine without them does).
         prefer_local = os.environ.get("ALLOTMENT_EMBEDDED") != "1"

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "mozilla_django_oidc",
     "common",
     "org",
     "audit",
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "requests_app",
     "front",
     "devtools",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -109,7 +111,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # first so it sees every attempt.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.LocalPasswordBackend",
+    "accounts.backends.ProviderBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
@@ -119,6 +122,22 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 LOGIN_URL = "login"
+# --- Sign-in through the lab's identity provider (PRODUCT.md section 9, README "Single sign-on").
+# OIDC is on exactly when OIDC_ISSUER is set; discovery at OIDC_ISSUER/.well-known/openid-configuration.
+OIDC_ISSUER = env("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_GROUPS_CLAIM = env("OIDC_GROUPS_CLAIM", default="groups")
+# Many providers send groups only when asked for them: add `groups` (Okta, oidc-provider) here.
+OIDC_SCOPES = env("OIDC_SCOPES", default="openid email profile")
+OIDC_SIGN_ALGO = env("OIDC_SIGN_ALGO", default="RS256")
+# JSON: IdP group -> {"team": name} | {"role": "division_lead", "division": name}
+#                    | {"role": "executive"} | {"role": "compute_ops"}. Checked at start-up.
+ALLOTMENT_OIDC_GROUPS = env("ALLOTMENT_OIDC_GROUPS", default="{}")
+# Off: no password form, no password accepted anywhere (the form, the admin, the token
+# endpoint); API tokens already issued keep working.
+ALLOTMENT_LOCAL_LOGIN = env.bool("ALLOTMENT_LOCAL_LOGIN", default=True)
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -226,6 +245,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),
     },
+    # Approval SLAs (requests_app/sla.py): reminders and escalations, and the deciders' digest.
+    "approvals-sla-sweep": {"task": "requests_app.tasks.approvals_sla_sweep", "schedule": 300.0},
+    "approvals-digest": {
+        "task": "requests_app.tasks.approvals_digest",
+        "schedule": crontab(minute=0, hour=env.int("ALLOTMENT_DIGEST_HOUR", default=8)),
+    },
 }
 
 # --- DRF / OpenAPI ---
@@ -262,6 +287,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RequestKindEnum": "requests_app.models.ComputeRequest.Kind",
         "CapacityChangeKindEnum": "allocator.models.CapacityChange.Kind",
+        "RoleGrantRoleEnum": "org.models.RoleGrant.Role",
+        "DelegationRoleEnum": "accounts.models.Delegation.Role",
     },
     # Every endpoint's error answers (400/403/404/409/413/415/422/429), see common/schema.py.
     "POSTPROCESSING_HOOKS": [
@@ -282,6 +309,9 @@ ALLOTMENT = {
     # A change whose apply crashed this many times is marked failed for compute ops.
     "MAX_APPLY_ATTEMPTS": env.int("ALLOTMENT_MAX_APPLY_ATTEMPTS", default=3),
     "ENDING_REMINDER_DAYS": (7, 1),
+    # Due time of each approval stage per priority: "<n>h" clock hours, "<n>d" working days
+    # (Mon-Fri). JSON in ALLOTMENT_APPROVAL_SLA overrides, e.g. {"division": {"normal": "2d"}}.
+    "APPROVAL_SLA": env.json("ALLOTMENT_APPROVAL_SLA", default={}),
     "DEMO": False,
 }
 
