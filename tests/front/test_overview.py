@@ -244,9 +244,10 @@ def test_bounded_queries(
     client.force_login(user)
     # when / then: session, user, role grants, memberships, pools, pools_status (3), pool
     # summaries (2), the chart series, divisions, shares, arrivals, expiries, my requests,
-    # [approvals count], unread count; for a team member "My GPUs": the teams' allocations and
-    # their approved or waiting requests (2; forecasts only when some wait)
-    expected = 19 if persona == "requester" else 18
+    # [approvals count, the delegations it counts], unread count; for a team member "My GPUs":
+    # the teams' allocations and their approved or waiting requests (2; forecasts only when
+    # some wait)
+    expected = 19
     with django_assert_num_queries(expected):
         response = client.get(URL)
     assert response.status_code == 200
