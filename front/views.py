@@ -19,11 +19,45 @@ from org.models import Project
 from org.roles import roles_of
 from org.visibility import can_see_project
 from requests_app.models import ComputeRequest
-from requests_app.selectors import inbox_for, requests_visible_to
+from requests_app.selectors import forecasts_for, inbox_for, requests_visible_to
+from requests_app.workflow import Status
 
 EXPIRY_WINDOW = timedelta(days=14)
 UPCOMING_LIMIT = 10
 MY_REQUESTS_LIMIT = 10
+MY_GPUS_LIMIT = 20  # per list of "My GPUs"
+
+
+def my_gpus(user, team_ids, *, now) -> dict:
+    """ "My GPUs" (issue 12): what the user's teams hold now, what starts when, and what waits
+    with its expected start, in one glance. Bounded queries: held and scheduled allocations (1),
+    the teams' approved and waiting requests (1), their forecasts (allocator.forecast: a version
+    query, on a cache miss six more)."""
+    if not team_ids:
+        return {"held": [], "scheduled": [], "waiting": [], "held_gpus": 0}
+    allocations = list(
+        Allocation.objects.filter(
+            project__team_id__in=team_ids, state=Allocation.State.ACTIVE, end__gt=now
+        )
+        .select_related("pool", "project")
+        .order_by("start", "id")[: 2 * MY_GPUS_LIMIT]
+    )
+    held = [a for a in allocations if a.start <= now][:MY_GPUS_LIMIT]
+    scheduled = [a for a in allocations if a.start > now][:MY_GPUS_LIMIT]
+    waiting = list(
+        ComputeRequest.objects.filter(
+            project__team_id__in=team_ids, status__in=[Status.WAITING, Status.APPROVED]
+        )
+        .select_related("pool", "project", "change")
+        .order_by("approved_at", "id")[:MY_GPUS_LIMIT]
+    )
+    forecasts = forecasts_for(waiting, now=now)
+    return {
+        "held": held,
+        "scheduled": scheduled,
+        "waiting": [(r, forecasts.get(r.pk)) for r in waiting],
+        "held_gpus": sum(a.gpus for a in held),
+    }
 
 
 def _selected_pool(raw: str | None, pools: list[Pool]) -> Pool | None:
@@ -113,6 +147,7 @@ def overview(request):
     approvals_waiting = (
         inbox_for(user).count() if roles.is_division_lead or roles.is_executive else None
     )
+    gpus = my_gpus(user, roles.team_ids, now=now)
 
     return render(
         request,
@@ -130,6 +165,8 @@ def overview(request):
             "expiry_days": EXPIRY_WINDOW.days,
             "my_requests": my_requests,
             "approvals_waiting": approvals_waiting,
+            "my_gpus": gpus,
+            "is_researcher": bool(roles.team_ids),
             "days": days,
         },
     )

@@ -553,9 +553,13 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         _cancel_returned_change(req, actor=user)
     req.save(update_fields=update_fields)
 
+    if target == Status.APPROVED:
+        # What approval leads to (allocated from when, waiting until when and why, back to
+        # executive review) is known only once the engine has applied it: the requester is
+        # told then, by receivers.on_change_settled.
+        return req
     outcome = {
         Status.PENDING_EXECUTIVE: "it now goes to executive review",
-        Status.APPROVED: "it is approved and will be allocated shortly",
         Status.REJECTED: "it is rejected",
         Status.CHANGES_REQUESTED: "please edit and resubmit it",
     }[target]

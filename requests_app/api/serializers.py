@@ -71,6 +71,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
     queue_position = serializers.SerializerMethodField()
     forecast_start = serializers.SerializerMethodField()
     forecast_reason = serializers.SerializerMethodField()
+    forecast_days_served = serializers.SerializerMethodField()
+    forecast_days_asked = serializers.SerializerMethodField()
     project_name = serializers.CharField(source="project.name")
     pool_name = serializers.CharField(source="pool.name")
     requester_name = serializers.CharField(source="requester.get_username")
@@ -102,6 +104,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
             "queue_position",
             "forecast_start",
             "forecast_reason",
+            "forecast_days_served",
+            "forecast_days_asked",
             "requester",
             "requester_name",
             "created_at",
@@ -152,3 +156,29 @@ class RequestOutputSerializer(serializers.ModelSerializer):
         if forecast is None:
             return None
         return f"{forecast.reason} {forecast.assumptions}"
+
+    @extend_schema_field(
+        {
+            "type": "number",
+            "nullable": True,
+            "description": "The late-start effect: a fixed-start request forecast to start "
+            "after its requested start runs only to its end; this is the number of days it "
+            "would get (of forecast_days_asked). Null when it is forecast to start on time, "
+            "or there is no forecast.",
+        }
+    )
+    def get_forecast_days_served(self, obj) -> float | None:
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        return forecast.days_served if forecast is not None else None
+
+    @extend_schema_field(
+        {
+            "type": "number",
+            "nullable": True,
+            "description": "With forecast_days_served: the days of its requested period. Null "
+            "when it is forecast to start on time, or there is no forecast.",
+        }
+    )
+    def get_forecast_days_asked(self, obj) -> float | None:
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        return forecast.days_asked if forecast is not None else None
