@@ -33,3 +33,20 @@ def request_ids_for_changes(change_ids) -> dict[int, int]:
     for _receiver, answer in change_origin_requested.send(sender=None, change_ids=ids):
         found.update(answer or {})
     return found
+
+
+# The other way round: which change each request made, so compute ops name a destination by its
+# request number (the change id stays internal). kwargs: request_ids (list[int]); each receiver
+# returns {request id: change id}.
+change_of_request_requested = Signal()
+
+
+def change_ids_for_requests(request_ids) -> dict[int, int]:
+    """{request id: id of the change it made}; requests without a change are left out."""
+    ids = list(request_ids)
+    found: dict[int, int] = {}
+    if not ids:
+        return found
+    for _receiver, answer in change_of_request_requested.send(sender=None, request_ids=ids):
+        found.update(answer or {})
+    return found

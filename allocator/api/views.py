@@ -6,7 +6,7 @@ from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.exceptions import PermissionDenied as DRFPermissionDenied
 from rest_framework.response import Response
 
@@ -15,6 +15,7 @@ from common.idempotency import idempotent
 from .. import selectors, services
 from ..models import Allocation, CapacityChange, Pool
 from ..policies import can_manage_pools, can_release
+from ..signals import change_ids_for_requests
 from .serializers import (
     AllocationSerializer,
     CapacityChangeInputSerializer,
@@ -22,6 +23,7 @@ from .serializers import (
     PoolSerializer,
     ReclaimInputSerializer,
     ReclaimOutputSerializer,
+    ReleaseInputSerializer,
 )
 
 
@@ -87,17 +89,41 @@ class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
     def _fresh(self, pk):
         return AllocationSerializer(selectors.allocation_get_for_user(self.request.user, pk)).data
 
-    @extend_schema(request=None, responses={200: AllocationSerializer})
+    @extend_schema(
+        summary="Release GPUs early (the project's team)",
+        description="With no body, all the allocation's GPUs go back to the pool now. With "
+        "`gpus`, that many go back from now on and the rest stay; with `end`, the allocation "
+        "ends at that earlier time (ISO 8601 with a time zone). Both may be given. Freed GPUs "
+        "serve the pool's waiting queue at once.",
+        request=ReleaseInputSerializer,
+        responses={200: AllocationSerializer},
+    )
     @action(detail=True, methods=["post"])
     @idempotent
     def release(self, request, pk=None):
         allocation = self.get_object()
         if not can_release(request.user, allocation):
             raise DRFPermissionDenied("Only members of the project's team can release its GPUs.")
-        services.allocation_release(allocation_id=allocation.pk, actor=request.user)
+        data = ReleaseInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.allocation_release(
+            allocation_id=allocation.pk,
+            actor=request.user,
+            gpus=data.validated_data.get("gpus"),
+            end=data.validated_data.get("end"),
+        )
         return Response(self._fresh(allocation.pk))
 
-    @extend_schema(request=ReclaimInputSerializer, responses={201: ReclaimOutputSerializer})
+    @extend_schema(
+        summary="Reclaim or transfer GPUs (compute ops)",
+        description="Shrink the allocation to `new_gpus` (0: all go back) and/or shorten it to "
+        "`new_end`, after `notice` hours (default: the installation's notice; 0: now). The "
+        "owners are told at once. With `transfer_to` (a request number), the GPUs go to that "
+        "approved request when the reclaim takes effect; otherwise back to the pool. The "
+        "allocation lists it in `pending_reclaims` until then.",
+        request=ReclaimInputSerializer,
+        responses={201: ReclaimOutputSerializer},
+    )
     @action(detail=True, methods=["post"])
     @idempotent
     def reclaim(self, request, pk=None):
@@ -107,6 +133,11 @@ class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
         data = ReclaimInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        to_change = None
+        if values.get("transfer_to") is not None:
+            to_change = change_ids_for_requests([values["transfer_to"]]).get(values["transfer_to"])
+            if to_change is None:
+                raise ValidationError({"transfer_to": ["Unknown approved request."]})
         try:
             reclaim = services.allocation_reclaim(
                 allocation_id=allocation.pk,
@@ -115,7 +146,7 @@ class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
                 new_end=values.get("new_end"),
                 reason=values["reason"],
                 notice_hours=values.get("notice"),
-                transfer_to_id=values.get("transfer_to"),
+                transfer_to_id=to_change,
             )
         except PermissionDenied as denied:
             raise DRFPermissionDenied(str(denied)) from denied

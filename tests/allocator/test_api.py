@@ -83,7 +83,17 @@ def test_allocation_shape_with_request_id(api, requester, pool, project):
     plain = factories.AllocationFactory(pool=pool, project=project)
     as_user(api, requester)
     body = api.get(f"/api/v1/allocations/{allocation.pk}/").json()
-    assert set(body) == {"id", "project", "pool", "gpus", "start", "end", "state", "request"}
+    assert set(body) == {
+        "id",
+        "project",
+        "pool",
+        "gpus",
+        "start",
+        "end",
+        "state",
+        "request",
+        "pending_reclaims",
+    }
     assert body["request"] == req.pk and body["project"] == project.pk and body["state"] == "active"
     assert api.get(f"/api/v1/allocations/{plain.pk}/").json()["request"] is None
     assert api.get("/api/v1/allocations/?state=ended").json()["count"] == 0

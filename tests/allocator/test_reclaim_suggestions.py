@@ -44,18 +44,22 @@ def test_normal_priority_gets_no_suggestion(make_change, pool, team):
     assert forecast.reclaim_suggestions() == []
 
 
-def test_ops_console_shows_suggestions_and_prefills_transfer(client, ops, make_change, pool, team):
+def test_ops_console_shows_suggestions_and_links_the_move(
+    client, ops, make_change, pool, team, requester
+):
     _, winding, change = _scene(make_change, pool, team)
+    req = factories.ComputeRequestFactory(
+        project=change.project, pool=pool, requester=requester, change=change, status="waiting"
+    )
     client.force_login(ops)
     page = client.get(reverse("allocator:ops")).content.decode()
-    assert "Reclaim suggestions" in page and f"allocation #{winding.pk}" in page
-    url = (
-        reverse("allocator:ops")
-        + f"?transfer-allocation={winding.pk}&transfer-new_gpus=16&transfer-to_change={change.pk}"
-    )
+    assert "Reclaim suggestions" in page and "Sunset" in page
+    assert f"allocation #{winding.pk}" not in page and "change #" not in page
+    url = reverse("allocator:ops-move") + f"?to={req.pk}&take-{winding.pk}=16"
+    assert url.replace("&", "&amp;") in page
     page = client.get(url).content.decode()
-    assert f'value="{winding.pk}"' in page
-    assert not Reclaim.objects.exists()  # nothing happens until ops submit
+    assert f'name="take-{winding.pk}" value="16"' in page
+    assert not Reclaim.objects.exists()  # nothing happens until ops confirm
 
 
 def test_suggestions_are_for_ops_only(client, requester):
