@@ -4,6 +4,8 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.inputs import ZonedDateTimeField
+
 from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange, Reclaim
 from ..signals import request_ids_for_changes
 
@@ -106,7 +108,7 @@ class AllocationSerializer(serializers.ModelSerializer):
 
 class ReclaimInputSerializer(serializers.Serializer):
     new_gpus = serializers.IntegerField(min_value=0, max_value=MAX_GPUS)
-    new_end = serializers.DateTimeField(required=False, allow_null=True)
+    new_end = ZonedDateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=2000)
     notice = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_NOTICE_HOURS, help_text="Hours."
@@ -145,7 +147,7 @@ class ReleaseInputSerializer(serializers.Serializer):
     gpus = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_GPUS, help_text="GPUs to give back from now."
     )
-    end = serializers.DateTimeField(
+    end = ZonedDateTimeField(
         required=False, help_text="End the allocation at this earlier time (with a time zone)."
     )
 
@@ -161,5 +163,5 @@ class CapacityChangeInputSerializer(serializers.Serializer):
     pool = serializers.IntegerField(min_value=1)
     kind = serializers.ChoiceField(choices=CapacityChange.Kind.choices)
     delta = serializers.IntegerField(min_value=-MAX_GPUS, max_value=MAX_GPUS)
-    effective_at = serializers.DateTimeField()
+    effective_at = ZonedDateTimeField()
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

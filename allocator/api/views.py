@@ -11,6 +11,7 @@ from rest_framework.exceptions import PermissionDenied as DRFPermissionDenied
 from rest_framework.response import Response
 
 from common.idempotency import idempotent
+from common.inputs import ZonedDateTimeFilter
 
 from .. import selectors, services
 from ..models import Allocation, CapacityChange, Pool
@@ -60,7 +61,7 @@ class PoolViewSet(viewsets.GenericViewSet):
 
 
 class AllocationFilter(django_filters.FilterSet):
-    active_at = django_filters.IsoDateTimeFilter(method="filter_active_at", label="Active at")
+    active_at = ZonedDateTimeFilter(method="filter_active_at", label="Active at")
 
     class Meta:
         model = Allocation
@@ -154,8 +155,8 @@ class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class CapacityChangeFilter(django_filters.FilterSet):
-    effective_after = django_filters.IsoDateTimeFilter(field_name="effective_at", lookup_expr="gte")
-    effective_before = django_filters.IsoDateTimeFilter(field_name="effective_at", lookup_expr="lt")
+    effective_after = ZonedDateTimeFilter(field_name="effective_at", lookup_expr="gte")
+    effective_before = ZonedDateTimeFilter(field_name="effective_at", lookup_expr="lt")
 
     class Meta:
         model = CapacityChange
