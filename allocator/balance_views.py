@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from org.roles import roles_of
 
 from .models import Pool
-from .shares import MAX_SHARE_INPUT, balance, division_share_set, share_whatif
+from .shares import MAX_SHARE_INPUT, ShareRow, balance, division_share_set, share_whatif
 
 ID_MAX = 2**63 - 1
 
@@ -138,7 +138,7 @@ def _whatif(request, pools):
 
 def _whatif_inputs(request, pools, pool_id, errors) -> list[dict]:
     """The what-if form's inputs for the pool tried: what was typed, and its error."""
-    rows = next((pb.rows for pb in pools if pb.pool.pk == pool_id), [])
+    rows: list[ShareRow] = next((pb.rows for pb in pools if pb.pool.pk == pool_id), [])
     return [
         {
             "division": row.division,

@@ -36,8 +36,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .timeline import Span, Timeline
+
+if TYPE_CHECKING:  # planning stays pure: no database imports at run time
+    from .selectors import ShareCheck
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def demand_for(change, now: datetime, targets: dict, *, horizon: timedelta):
     """(Demand, None) for an approved change the engine can still serve at `now`, or (None, why
     not). `change` has pk, kind, target_allocation_id, gpus, start, end, flexible_start;
     `targets` maps allocation ids to objects with state, end and gpus. The apply engine
-    (services._serve) and the forecast (allocator/forecast.py) both call this."""
+    (services.engine) and the forecast (allocator/forecast/) both call this."""
     if change.kind == EXTENSION:
         target = targets.get(change.target_allocation_id)
         if target is None or target.state != ACTIVE or target.end <= now:
@@ -104,7 +108,9 @@ def demand_for(change, now: datetime, targets: dict, *, horizon: timedelta):
     return Demand(change.pk, change.gpus, start, change.end - start), None
 
 
-def share_refusal(executive_reviewed: bool, span: Span, check: Callable[[Span], object]):
+def share_refusal(
+    executive_reviewed: bool, span: Span, check: Callable[[Span], ShareCheck]
+) -> ShareCheck | None:
     """The share rule at apply time (PRODUCT.md section 3, rule 1, checked again): None when the
     span may be allocated, else the failed check (a selectors.ShareCheck) — the change goes to
     executive review instead. A change executives already reviewed is not checked again."""
@@ -116,7 +122,7 @@ def share_refusal(executive_reviewed: bool, span: Span, check: Callable[[Span], 
 
 def fit_start(timeline: Timeline, demand: Demand) -> datetime | None:
     """The earliest acceptable start at which the demand fits, or None."""
-    if demand.flexible:
+    if demand.latest_start is not None:  # flexible
         return timeline.earliest_start(
             demand.gpus, demand.duration, demand.start, demand.latest_start
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
@@ -13,17 +14,10 @@ from django.utils import timezone
 
 from common.charts import TimelineChart, TimelineItem, timeline_chart
 
+from .loaders import HOLDING_STATES as HOLDING_STATES  # callers have always found it here
+from .loaders import holding_allocations, load_pool_rows
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool, Reclaim
 from .timeline import Span, Timeline
-
-# Allocations that hold GPUs over their [start, end). A released or fully reclaimed allocation
-# gives its GPUs back: its end is cut to the moment it was given back when it had started, and
-# it is left out of every holding from then on (one that never started never held anything).
-HOLDING_STATES = (Allocation.State.ACTIVE, Allocation.State.ENDED)
-
-
-def holding_allocations():
-    return Allocation.objects.filter(state__in=HOLDING_STATES)
 
 
 def horizon() -> timedelta:
@@ -33,14 +27,7 @@ def horizon() -> timedelta:
 def pool_timeline(pool_id: int, *, origin: datetime | None = None) -> Timeline:
     """The pool's capacity and holdings from `origin` (default now) on. Two queries."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    return load_pool_rows([pool_id], origin=origin).timeline(pool_id, origin)
 
 
 def division_timeline(
@@ -48,14 +35,12 @@ def division_timeline(
 ) -> Timeline:
     """Holdings of one division in a pool (capacity is the pool's)."""
     origin = origin or timezone.now()
-    changes = CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
-    spans = [
-        Span(start, end, gpus)
-        for start, end, gpus in holding_allocations()
-        .filter(pool_id=pool_id, end__gt=origin, project__team__division_id=division_id)
-        .values_list("start", "end", "gpus")
-    ]
-    return Timeline(origin, changes, spans)
+    rows = load_pool_rows(
+        [pool_id],
+        origin=origin,
+        holdings=holding_allocations().filter(project__team__division_id=division_id),
+    )
+    return rows.timeline(pool_id, origin)
 
 
 def fits(pool_id: int, gpus: int, start: datetime, end: datetime) -> bool:
@@ -192,7 +177,20 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
 QUEUE_ORDER = ("-priority", "approved_at", "id")
 
 
-def queue_key(change: AllocationChange) -> tuple:
+class Queued(Protocol):
+    """A change as the queue orders it: an AllocationChange, or the forecast's SimChange."""
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def approved_at(self) -> datetime: ...
+
+    @property
+    def pk(self) -> int: ...
+
+
+def queue_key(change: Queued) -> tuple[int, datetime, int]:
     """The queue order in Python: priority first (higher serves first), then approval time."""
     return (-change.priority, change.approved_at, change.pk)
 
@@ -264,15 +262,14 @@ def pool_chart(
     now = timezone.now()
     start = start or now - timedelta(days=7)
     end = now + timedelta(days=days)
-    changes = list(
-        CapacityChange.objects.filter(pool_id=pool_id).values_list("effective_at", "delta")
+    rows = load_pool_rows(
+        [pool_id],
+        origin=start,
+        until=end,
+        holdings=holding_allocations().select_related("project__team").order_by("start", "id"),
+        fields=None,
     )
-    allocations = list(
-        holding_allocations()
-        .filter(pool_id=pool_id, end__gt=start, start__lt=end)
-        .select_related("project__team")
-        .order_by("start", "id")
-    )
+    allocations: list[Allocation] = rows.held[pool_id]
     # Scheduled reclaims are drawn ahead of time: the held line drops at their effective time
     # and the part given back is a bar of its own.
     pending = {
@@ -290,7 +287,7 @@ def pool_chart(
         spans.append(Span(a.start, r.effective_at, a.gpus))
         if r.new_gpus:
             spans.append(Span(r.effective_at, min(r.new_end or a.end, a.end), r.new_gpus))
-    timeline = Timeline(start, changes, spans)
+    timeline = rows.timeline(pool_id, start, held=spans)
     items = []
     for a in allocations[:max_bars]:
         visible = can_see_project(user, a.project)

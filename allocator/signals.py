@@ -12,6 +12,9 @@ kwargs:
     actor    the user who caused it, or None when the engine or a periodic task acted
 """
 
+from collections.abc import Iterable
+from typing import cast
+
 from django.dispatch import Signal
 
 change_settled = Signal()
@@ -23,7 +26,7 @@ change_settled = Signal()
 change_origin_requested = Signal()
 
 
-def request_ids_for_changes(change_ids) -> dict[int, int]:
+def request_ids_for_changes(change_ids: Iterable[int]) -> dict[int, int]:
     """{change id: id of the request that made it}; changes made otherwise are left out. One
     query for any number of changes (with requests_app installed)."""
     ids = list(change_ids)
@@ -31,7 +34,7 @@ def request_ids_for_changes(change_ids) -> dict[int, int]:
     if not ids:
         return found
     for _receiver, answer in change_origin_requested.send(sender=None, change_ids=ids):
-        found.update(answer or {})
+        found.update(cast("dict[int, int]", answer) or {})
     return found
 
 

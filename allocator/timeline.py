@@ -88,7 +88,7 @@ class Timeline:
         self._times = times
         self._capacity = caps
         self._free = free
-        self._steps = None
+        self._steps: list[Step] | None = None
 
     # Steps, made on demand.
 
@@ -204,6 +204,7 @@ class Timeline:
             if min(free[i:j]) >= gpus:
                 return t
             k = self._last_below(free, gpus, i, j)
+            assert k is not None  # the window from t has a short step: min(free) < gpus
             if k + 1 >= len(times):
                 return None
             t = times[k + 1]

@@ -3,7 +3,7 @@ stand free on record while a waiting request that would fit there is not placed.
 
 The data set's waiting requests were written by the generator, not served, so the figure is
 taken after the engine's pass at now. That pass comes from the forecast's first instant
-(allocator/forecast.py plays the engine's own rules; tests/allocator/test_forecast.py checks it
+(allocator/forecast/ plays the engine's own rules; tests/allocator/test_forecast.py checks it
 against the engine), so nothing is written and the data set stays as generated. Then, pool by
 pool, the oracle of tests/allocator/test_work_conservation.py runs on the stored timeline plus
 those placements (`idle_on`)."""

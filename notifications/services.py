@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -97,7 +98,8 @@ def notifications_email_due(
     limits it to those people (the after-commit call); `older_than` to notices due for that long
     (the periodic sweep for emails whose after-commit call was lost). Returns emails sent."""
     table = Notification._meta.db_table
-    where, params = ["email_due"], []
+    where: list[str] = ["email_due"]
+    params: list[Any] = []
     if recipient_ids is not None:
         where.append("recipient_id = ANY(%s)")
         params.append(list(recipient_ids))

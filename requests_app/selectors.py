@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import NamedTuple, cast
 
 import django_filters
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
@@ -15,8 +15,7 @@ from django.http import Http404
 from django.utils import timezone
 from django_filters.widgets import BooleanWidget
 
-from allocator.models import Allocation, CapacityChange, DivisionShare, Pool
-from allocator.timeline import Span, Timeline
+from allocator.models import Allocation, DivisionShare, Pool
 from audit.models import AuditEvent
 from org.models import Division, Team
 from org.roles import roles_of
@@ -187,13 +186,21 @@ class ShareEffect:
         return self.peak_after > self.share
 
 
+class _DivisionHeld(NamedTuple):
+    pool_id: int
+    division_id: int
+    start: datetime
+    end: datetime
+    gpus: int
+
+
 def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEffect]:
     """What approving each request would do to its division's holding of its pool, in three
     queries for any number of requests. The rule is allocator.selectors.share_check_on — the one
     the engine applies — over the same holdings (allocations that hold GPUs: not released or
     reclaimed ones)."""
-    from allocator.forecast import read_rows
-    from allocator.selectors import holding_allocations, share_check_on
+    from allocator.loaders import holding_allocations, load_pool_rows
+    from allocator.selectors import share_check_on
 
     requests = list(requests)
     if not requests:
@@ -202,20 +209,17 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     pool_ids = {r.pool_id for r in requests}
     division_ids = {r.project.team.division_id for r in requests}
     origin = min([now, *(r.start for r in requests)])
-    changes = defaultdict(list)
-    for pool_id, at, delta in read_rows(
-        CapacityChange.objects.filter(pool_id__in=pool_ids).values_list(
-            "pool_id", "effective_at", "delta"
-        )
-    ):
-        changes[pool_id].append((at, delta))
-    spans = defaultdict(list)
-    for pool_id, division_id, start, end, gpus in read_rows(
-        holding_allocations()
-        .filter(pool_id__in=pool_ids, end__gt=origin, project__team__division_id__in=division_ids)
-        .values_list("pool_id", "project__team__division_id", "start", "end", "gpus")
-    ):
-        spans[pool_id, division_id].append(Span(start, end, gpus))
+    rows = load_pool_rows(
+        pool_ids,
+        origin=origin,
+        holdings=holding_allocations().filter(project__team__division_id__in=division_ids),
+        fields=("pool_id", "project__team__division_id", "start", "end", "gpus"),
+        row=_DivisionHeld,
+    )
+    held: dict[tuple[int, int], list[_DivisionHeld]] = defaultdict(list)
+    for pool_rows in rows.held.values():
+        for h in pool_rows:
+            held[h.pool_id, h.division_id].append(h)
     shares = {
         (p, d): g
         for p, d, g in DivisionShare.objects.filter(
@@ -226,7 +230,7 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
     for r in requests:
         division = r.project.team.division
         key = (r.pool_id, division.pk)
-        timeline = Timeline(min(r.start, now), changes[r.pool_id], spans[key])
+        timeline = rows.timeline(r.pool_id, min(r.start, now), held[key])
         check = share_check_on(
             timeline,
             division_id=division.pk,
@@ -270,7 +274,7 @@ def _forecast_words(o) -> tuple[datetime | None, str]:
 
 def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, RequestForecast]:
     """request id -> its forecast, for the approved ones not yet holding their GPUs: waiting or
-    approved (from the pool's forecast, allocator/forecast.py, cached per pool version), and
+    approved (from the pool's forecast, allocator/forecast/, cached per pool version), and
     allocated ones whose allocation starts later. A bounded number of queries for any number of
     requests: pool versions, then for pools not in the cache the forecast's own six."""
     from allocator.forecast import outcomes_for_pools, when
@@ -398,7 +402,7 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     """For requests awaiting a decision: the division's share before and after (share_effects),
     whether approving now would allocate it at once, from a later date, or leave it waiting —
     and which waiting requests it would delay and by how much. Simulates each request's pool
-    without it (once per pool) and with it (allocator/forecast.py), both at the same instant.
+    without it (once per pool) and with it (allocator/forecast/), both at the same instant.
     Cached per pool version (allocator.forecast.pool_versions: any write the forecast reads
     changes it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
     share effects (3), the pool versions (1), on a cache miss the pools' rows (6), the delayed

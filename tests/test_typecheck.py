@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CLEAN = ["org", "audit", "notifications", "requests_app"]
+CLEAN = ["common", "org", "audit", "notifications", "allocator", "requests_app", "front"]
 
 
 def test_mypy_clean_packages():

@@ -11,7 +11,7 @@ A what-if is a copy of a PoolState (PoolState.with_changes) simulated like any o
 
 from .cache import CACHE_SECONDS, outcomes_for_pools, pool_versions
 from .reclaim_suggestions import ReclaimStep, ReclaimSuggestion, reclaim_suggestions
-from .simulation import ASSUMPTIONS, Forecast, Outcome, forecast_pools, simulate
+from .simulation import ASSUMPTIONS, Forecast, ForecastOutcome, forecast_pools, simulate
 from .state import PoolState, SimAllocation, SimChange, SimReclaim, load_pools, read_rows
 from .words import duration_words, project_label, when
 
@@ -19,7 +19,7 @@ __all__ = [
     "ASSUMPTIONS",
     "CACHE_SECONDS",
     "Forecast",
-    "Outcome",
+    "ForecastOutcome",
     "PoolState",
     "ReclaimStep",
     "ReclaimSuggestion",

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from .simulation import Outcome, Status, forecast_pools
+from .simulation import ForecastOutcome, Status, forecast_pools
 
 CACHE_SECONDS = 60  # time passing alone changes a forecast little; any write changes the key
 
@@ -66,16 +66,19 @@ def pool_versions(pool_ids: Iterable[int]) -> dict[int, str]:
 
 def outcomes_for_pools(
     pool_ids: Iterable[int], *, now: datetime | None = None
-) -> dict[int, dict[int, Outcome]]:
-    """{pool id: {change id: Outcome}} for the given pools: from Django's cache when the pool
+) -> dict[int, dict[int, ForecastOutcome]]:
+    """{pool id: {change id: ForecastOutcome}} for the given pools: from Django's cache when the pool
     has not changed (one query for the versions), else simulated (six more queries for all the
     pools that missed) and cached."""
     from django.core.cache import cache
 
     now = now or timezone.now()
     versions = pool_versions(pool_ids)
+    # v2: the cached values are pickled ForecastOutcome rows (once named Outcome); a new prefix
+    # keeps an upgraded worker from unpickling entries an older one wrote.
     keys = {
-        pid: f"forecast:{pid}:{hashlib.sha1(v.encode()).hexdigest()}" for pid, v in versions.items()
+        pid: f"forecast:v2:{pid}:{hashlib.sha1(v.encode()).hexdigest()}"
+        for pid, v in versions.items()
     }
     cached = cache.get_many(list(keys.values()))
     result = {pid: cached[key] for pid, key in keys.items() if key in cached}

@@ -4,18 +4,17 @@ effect."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
 
-from ..models import Allocation, AllocationChange, CapacityChange
-from ..selectors import HOLDING_STATES
+from ..loaders import load_pool_rows
+from ..models import Allocation, AllocationChange
 from ..signals import request_ids_for_changes
-from ..timeline import Span, Timeline
+from ..timeline import Span
 from .words import project_label, when
 
 Status = AllocationChange.Status
@@ -91,16 +90,10 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
     if not urgent:
         return []
     pool_ids = {c.pool_id for c in urgent}
-    capacity: dict[int, list] = defaultdict(list)
-    for pool_id, at, delta in CapacityChange.objects.filter(pool_id__in=pool_ids).values_list(
-        "pool_id", "effective_at", "delta"
-    ):
-        capacity[pool_id].append((at, delta))
-    held: dict[int, list] = defaultdict(list)
-    for row in (
-        Allocation.objects.filter(pool_id__in=pool_ids, state__in=HOLDING_STATES, end__gt=now)
-        .order_by()
-        .values_list(
+    rows_of = load_pool_rows(
+        pool_ids,
+        origin=now,
+        fields=(
             "id",
             "pool_id",
             "project_id",
@@ -113,19 +106,17 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
             "start",
             "end",
             "state",
-        )
-    ):
-        held[row[1]].append(HeldAllocation(*row))
+        ),
+        row=HeldAllocation,
+    )
     requests = request_ids_for_changes([c.pk for c in urgent])
     out = []
     for change in urgent:
-        rows = held[change.pool_id]
-        timeline = Timeline(
-            now, capacity[change.pool_id], [Span(r.start, r.end, r.gpus) for r in rows]
-        )
+        rows: list[HeldAllocation] = rows_of.held[change.pool_id]
+        timeline = rows_of.timeline(change.pool_id, now)
         start = max(change.start, effective)
         end = change.end if not change.flexible_start else start + (change.end - change.start)
-        suggestion = dict(
+        suggestion: dict[str, Any] = dict(
             change_id=change.pk,
             request_id=requests.get(change.pk),
             pool_id=change.pool_id,
@@ -171,7 +162,7 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
                 tl = tl.with_span(Span(max(r.start, effective), r.end, -r.gpus))
             return tl
 
-        chosen = []
+        chosen: list[HeldAllocation] = []
         for r in candidates:
             if freed(chosen).fits(change.gpus, start, end):
                 break

@@ -44,13 +44,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
 
+from ..loaders import HOLDING_STATES
 from ..models import Allocation, CapacityChange
 from ..planning import Demand, demand_for, fit_start, reservation, share_refusal
-from ..selectors import HOLDING_STATES, horizon, queue_key, share_check_on
+from ..selectors import horizon, queue_key, share_check_on
 from ..timeline import Span, Timeline
 from .state import PoolState, SimAllocation, SimChange, Status, load_pools
 from .words import duration_words, when
@@ -61,7 +63,7 @@ MAX_INSTANTS = 20_000  # a safety net: every instant retires a demand or a recla
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ForecastOutcome:
     change_id: int
     kind: str  # "allocated", "review" (sent to executive review), "failed" (never served)
     decided_at: datetime | None  # the instant the engine would act
@@ -78,7 +80,7 @@ class Outcome:
 class Forecast:
     pool_id: int
     now: datetime
-    outcomes: dict[int, Outcome]  # change id -> what becomes of it
+    outcomes: dict[int, ForecastOutcome]  # change id -> what becomes of it
     instants: list[datetime]  # where the engine acts (now first)
     allocations: list[SimAllocation] = field(default_factory=list)  # the pool at the end
 
@@ -118,7 +120,7 @@ class _Simulation:
         self.allocations = {a.id: a for a in state.allocations}
         self._owned: set[int] = set()
         self.reclaims = sorted(state.reclaims, key=lambda r: (r.effective_at, r.pk))
-        self.outcomes: dict[int, Outcome] = {}
+        self.outcomes: dict[int, ForecastOutcome] = {}
         self.cascades: dict[str, int] = {}  # why re-planning went on behind a change (a figure)
         self.instants: list[datetime] = []
         self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
@@ -221,7 +223,7 @@ class _Simulation:
         entry.held = held
         entry.why_on = timeline  # the words are made only when needed (`_why_of`)
         entry.unblock = entry.reserve_from = entry.closes = None
-        if demand.flexible:
+        if demand.latest_start is not None:  # flexible
             entry.closes = demand.latest_start + TICK
         elif change.kind == "extension":
             entry.closes = demand.start  # the extended allocation's end
@@ -252,7 +254,9 @@ class _Simulation:
 
     def _allocate(self, change: SimChange, span: Span, t: datetime) -> None:
         if change.kind == "extension":
-            self._own(change.target_allocation_id).end = span.end
+            target = self._own(cast(int, change.target_allocation_id))
+            assert target is not None  # an extension's target is loaded with the pool
+            target.end = span.end
         else:
             self.allocations[-change.pk] = SimAllocation(
                 id=-change.pk,
@@ -269,8 +273,16 @@ class _Simulation:
             self.divisions[change.division_id] = self.divisions[change.division_id].with_span(span)
         self._settle(change, "allocated", t, span=span)
 
-    def _settle(self, change, kind: str, t: datetime, *, span=None, reason: str = "") -> None:
-        self.outcomes[change.pk] = Outcome(
+    def _settle(
+        self,
+        change: SimChange,
+        kind: str,
+        t: datetime | None,
+        *,
+        span: Span | None = None,
+        reason: str = "",
+    ) -> None:
+        self.outcomes[change.pk] = ForecastOutcome(
             change_id=change.pk,
             kind=kind,
             decided_at=t,
@@ -315,6 +327,7 @@ class _Simulation:
                 cascading = True
                 timeline = self._timeline_before(i, kept, t)
             if cascading:
+                assert timeline is not None  # set when cascading began, then extended
                 entry.snapshot, entry.diff = timeline, ()
                 outcome, held = self._try(entry, timeline, t)
                 if outcome == "waiting":
@@ -353,6 +366,7 @@ class _Simulation:
             if diff is None:
                 timeline = None
             elif held is not None:
+                assert timeline is not None  # it held something: it was planned on `timeline`
                 timeline = timeline.with_span(held)
         self.queue = kept
 
@@ -415,6 +429,7 @@ class _Simulation:
             if a is None or a.state != Allocation.State.ACTIVE or a.end <= reclaim.effective_at:
                 continue  # the engine cancels it
             a = self._own(reclaim.allocation_id)
+            assert a is not None  # found just above
             applied = True
             if reclaim.new_gpus == 0:
                 if a.start < reclaim.effective_at < a.end:
@@ -537,6 +552,7 @@ class _Simulation:
         for key, o in list(self.outcomes.items()):
             if o.kind != "allocated" or o.reason:
                 continue
+            assert o.start is not None and o.decided_at is not None  # an allocation has both
             if o.decided_at == self.now:
                 reason = (
                     "as the GPUs are free now for its whole period"
@@ -548,7 +564,9 @@ class _Simulation:
                 what = events[0] if events else "GPUs free up"
                 more = f" (and {len(events) - 1} more)" if len(events) > 1 else ""
                 reason = f"when {what}{more} on {when(o.decided_at)}"
-            self.outcomes[key] = Outcome(o.change_id, o.kind, o.decided_at, o.start, o.end, reason)
+            self.outcomes[key] = ForecastOutcome(
+                o.change_id, o.kind, o.decided_at, o.start, o.end, reason
+            )
 
 
 def simulate(state: PoolState, *, now: datetime) -> Forecast:

@@ -10,8 +10,8 @@ from datetime import datetime
 
 from django.db.models import Q
 
+from ..loaders import HOLDING_STATES, read_rows
 from ..models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool, Reclaim
-from ..selectors import HOLDING_STATES
 from .words import project_label
 
 Status = AllocationChange.Status
@@ -89,37 +89,6 @@ class PoolState:
             reclaims=self.reclaims,
             shares=dict(self.shares if shares is None else shares),
         )
-
-
-_C_TIMESTAMPTZ = None
-
-
-def read_rows(queryset) -> list[tuple]:
-    """The rows of a values_list queryset, as the ORM would give them, read with psycopg's own
-    (C) timestamptz loader where Django's would be used: Django's is pure Python (about 4 µs a
-    timestamp, most of the load time at lab scale: ~90,000 timestamps). Both give aware
-    datetimes in the session time zone, which Django sets to its database TIME_ZONE; only for
-    UTC (the setting here) is the tzinfo object the same, so other zones keep Django's."""
-    global _C_TIMESTAMPTZ
-    from django.core.exceptions import EmptyResultSet
-    from django.db import connections
-
-    connection = connections[queryset.db]
-    try:
-        sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
-    except EmptyResultSet:
-        return []
-    with connection.cursor() as cursor:
-        raw = getattr(cursor, "cursor", None)
-        if connection.vendor == "postgresql" and connection.timezone_name == "UTC" and raw:
-            if _C_TIMESTAMPTZ is None:
-                import psycopg
-
-                oid = psycopg.postgres.types["timestamptz"].oid
-                _C_TIMESTAMPTZ = psycopg.adapters.get_loader(oid, psycopg.pq.Format.TEXT)
-            raw.adapters.register_loader("timestamptz", _C_TIMESTAMPTZ)  # this cursor only
-        cursor.execute(sql, params)
-        return cursor.fetchall()
 
 
 def load_pools(pool_ids: Iterable[int], *, now: datetime) -> dict[int, PoolState]:

@@ -44,7 +44,7 @@ def capacity_change_create(
     pool = locks.lock_pools([pool_id]).get(pool_id)
     if pool is None:
         errors["pool"] = ["Unknown pool."]
-    if errors:
+    if errors or pool is None:
         raise ValidationError(errors)
 
     if delta < 0:

@@ -17,6 +17,7 @@ from org.models import Project
 from .. import locks
 from ..faults import fault_point
 from ..models import MAX_GPUS, Allocation, AllocationChange, Pool, Priority
+from ..outcomes import Outcome
 from ..signals import change_settled
 from .records import Status, require_compute_ops
 
@@ -201,7 +202,7 @@ def allocation_change_retry(*, change_id: int, actor) -> AllocationChange:
         message=f"{actor} retried applying change #{change.pk}.",
     )
     change_settled.send(
-        sender=AllocationChange, change=change, outcome="retried", reasons=[], actor=actor
+        sender=AllocationChange, change=change, outcome=Outcome.RETRIED, reasons=[], actor=actor
     )
     _dispatch_on_commit(change.pk)
     return change

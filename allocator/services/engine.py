@@ -22,6 +22,7 @@ from notifications.services import notify
 from .. import locks
 from ..faults import fault_point
 from ..models import Allocation, AllocationChange, LedgerEntry, Pool
+from ..outcomes import Outcome
 from ..planning import Demand, demand_for, plan_queue, share_refusal
 from ..selectors import horizon, pool_timeline, queue_key, share_check
 from ..signals import change_settled
@@ -29,7 +30,7 @@ from ..timeline import Span
 from .records import Status, compute_ops_users, fmt, ledger, project_link, team_members
 
 
-def allocation_change_apply(*, change_id: int) -> str | None:
+def allocation_change_apply(*, change_id: int) -> Outcome | None:
     """Apply one approved change: allocate it (from its start, or a later one when that is
     acceptable), put it in the waiting queue, or send it back to executive review when the
     share rule now holds. Idempotent: a second run, or a run after a worker died midway, finds
@@ -123,7 +124,7 @@ def _share_accept(pool: Pool, change: AllocationChange, span: Span) -> str | Non
 
 def serve(
     pool: Pool, *, extra: AllocationChange | None = None, now: datetime | None = None
-) -> dict[int, str]:
+) -> dict[int, Outcome]:
     """Serve the pool's waiting queue (and `extra`, a pending change being applied, in its place
     in the queue) by the rule in allocator/planning.py. The caller holds the pool lock.
     Returns {change id: outcome} for the changes whose fate was decided or confirmed."""
@@ -137,7 +138,7 @@ def serve(
     return _plan_and_settle(pool, changes, now=now)
 
 
-def place(pool: Pool, change: AllocationChange, *, now: datetime) -> str:
+def place(pool: Pool, change: AllocationChange, *, now: datetime) -> Outcome:
     """Place one change on its own, ahead of the queue (a transfer names it). The caller holds
     the pool lock and the change row."""
     return _plan_and_settle(pool, [change], now=now)[change.pk]
@@ -145,21 +146,21 @@ def place(pool: Pool, change: AllocationChange, *, now: datetime) -> str:
 
 def _plan_and_settle(
     pool: Pool, changes: list[AllocationChange], *, now: datetime
-) -> dict[int, str]:
+) -> dict[int, Outcome]:
     """Plan `changes` (in queue order) on the pool's timeline and settle each: the one accept
     step both serve and place use. The caller holds the pool lock and the change rows."""
     target_ids = [c.target_allocation_id for c in changes if c.target_allocation_id]
     targets = locks.lock_allocations(target_ids) if target_ids else {}
     timeline = pool_timeline(pool.pk, origin=now)
 
-    outcomes: dict[int, str] = {}
+    outcomes: dict[int, Outcome] = {}
     by_key: dict[int, AllocationChange] = {}
     demands = []
     for change in changes:
         demand, problem = demand_for(change, now, targets, horizon=horizon())
         if problem:
             settle_failed(change, reason=problem)
-            outcomes[change.pk] = "failed"
+            outcomes[change.pk] = Outcome.FAILED
             continue
         by_key[change.pk] = change
         demands.append(demand)
@@ -169,10 +170,10 @@ def _plan_and_settle(
         refused = _share_accept(pool, change, span)
         if refused:
             _settle_needs_review(change, reason=refused)
-            outcomes[change.pk] = "needs_review"
+            outcomes[change.pk] = Outcome.NEEDS_REVIEW
             return False
         _settle_applied(change, span, targets=targets, now=now)
-        outcomes[change.pk] = "applied"
+        outcomes[change.pk] = Outcome.APPLIED
         return True
 
     plan = plan_queue(
@@ -182,7 +183,7 @@ def _plan_and_settle(
         change = by_key[key]
         if change.status != Status.WAITING:
             _settle_waiting(change, reason=why)
-        outcomes[key] = "waiting"
+        outcomes[key] = Outcome.WAITING
     return outcomes
 
 
@@ -194,7 +195,7 @@ def _settle(
     change: AllocationChange,
     *,
     status: str,
-    outcome: str,
+    outcome: Outcome,
     action: str,
     message: str,
     reasons: list[str],
@@ -227,6 +228,7 @@ def _settle_applied(
 ) -> None:
     reasons = []
     if change.kind == AllocationChange.Kind.EXTENSION:
+        assert change.target_allocation_id is not None  # an extension names its allocation
         allocation = targets[change.target_allocation_id]
         allocation.end = span.end
         allocation.save(update_fields=["end"])
@@ -256,7 +258,7 @@ def _settle_applied(
     _settle(
         change,
         status=Status.APPLIED,
-        outcome="applied",
+        outcome=Outcome.APPLIED,
         action="allocation_change.apply",
         message=" ".join([message, *reasons]),
         reasons=reasons,
@@ -280,7 +282,7 @@ def _settle_waiting(change: AllocationChange, *, reason: str) -> None:
     _settle(
         change,
         status=Status.WAITING,
-        outcome="waiting",
+        outcome=Outcome.WAITING,
         action="allocation_change.wait",
         message=f"{change.gpus} GPUs of {change.pool} for {change.project} wait: {reason}.",
         reasons=[reason],
@@ -297,7 +299,7 @@ def _settle_needs_review(change: AllocationChange, *, reason: str) -> None:
     _settle(
         change,
         status=Status.NEEDS_REVIEW,
-        outcome="needs_review",
+        outcome=Outcome.NEEDS_REVIEW,
         action="allocation_change.needs_review",
         message=f"Sent to executive review: it {reason}.",
         reasons=[reason],
@@ -310,7 +312,7 @@ def settle_failed(change: AllocationChange, *, reason: str) -> None:
     _settle(
         change,
         status=Status.FAILED,
-        outcome="failed",
+        outcome=Outcome.FAILED,
         action="allocation_change.fail",
         message=f"Applying change #{change.pk} ({change.gpus} GPUs of {change.pool} for "
         f"{change.project}) failed: {reason}.",

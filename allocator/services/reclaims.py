@@ -33,7 +33,7 @@ def _pool_id_of_allocation(allocation_id: int) -> int:
 
 def _give_back(allocation: Allocation, *, at: datetime, state: str) -> None:
     """The allocation stops holding GPUs at `at`: its end is cut there when it had started (its
-    past holding stays true), and it leaves every holding (selectors.HOLDING_STATES)."""
+    past holding stays true), and it leaves every holding (loaders.HOLDING_STATES)."""
     if allocation.start < at < allocation.end:
         allocation.end = at
     allocation.state = state

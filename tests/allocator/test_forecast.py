@@ -1,4 +1,4 @@
-"""The forecast is true (issue 8): record what allocator/forecast.py says of every waiting request,
+"""The forecast is true (issue 8): record what allocator/forecast/ says of every waiting request,
 then move the clock through the same instants with the REAL engine (the periodic services with
 now=t, real PostgreSQL) and check that each request starts exactly when, and as, forecast.
 Also: running the engine at more instants than the forecast's changes nothing (the forecast's

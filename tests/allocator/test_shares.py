@@ -1,11 +1,11 @@
-"""The share decision (allocator/shares.py): validation, locking + audit, warnings, and the
+"""The share decision (allocator/shares/decision.py): validation, locking + audit, warnings, and the
 allocations a cut would have compute ops reclaim."""
 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from allocator.models import DivisionShare
-from allocator.shares import balance, division_share_set, pool_forecasts, reclaim_candidates
+from allocator.shares import balance, division_share_set, pool_forecasts, reclaim_lists
 from audit.models import AuditEvent
 from tests import factories
 from tests.factories import in_days
@@ -166,7 +166,8 @@ def test_cut_ties_broken_by_latest_end(executive, research, pool, team):
     late = factories.AllocationFactory(pool=pool, gpus=8, end=in_days(25), project__team=team)
     # when
     forecast = pool_forecasts([pool])[pool.pk]
-    chosen = reclaim_candidates(forecast.held, division_id=research.pk, excess=3)
+    key = (pool.pk, research.pk)
+    chosen = reclaim_lists({key: 3}, origin=forecast.origin, until=forecast.until)[key]
     # then the later-ending one goes first, and one is enough
     assert [r.id for r in chosen] == [late.pk]
     assert early.pk not in [r.id for r in chosen]

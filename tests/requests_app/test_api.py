@@ -400,7 +400,7 @@ def test_api_list_queries_are_bounded(
     client = api(requester)
 
     # then: roles (2), count, page, steps, queue positions — whatever n; forecasts: pool
-    # versions, and on a cold cache the simulation's rows (allocator/forecast.py, 6)
+    # versions, and on a cold cache the simulation's rows (allocator/forecast/, 6)
     with django_assert_max_num_queries(15):
         response = client.get(URL)
     assert len(response.json()["results"]) == n
