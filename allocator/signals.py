@@ -51,5 +51,5 @@ def change_ids_for_requests(request_ids) -> dict[int, int]:
     if not ids:
         return found
     for _receiver, answer in change_of_request_requested.send(sender=None, request_ids=ids):
-        found.update(answer or {})
+        found.update(cast("dict[int, int]", answer) or {})
     return found

@@ -103,7 +103,7 @@ class AllocationSerializer(serializers.ModelSerializer):
     @extend_schema_field(PendingReclaimOut(many=True))
     def get_pending_reclaims(self, allocation) -> list[dict]:
         pending = self.pending if self.pending is not None else _pending_reclaims([allocation.pk])
-        return PendingReclaimOut(pending.get(allocation.pk, []), many=True).data
+        return list(PendingReclaimOut(pending.get(allocation.pk, []), many=True).data)
 
 
 class ReclaimInputSerializer(serializers.Serializer):

@@ -303,7 +303,8 @@ def destination_words(
     if request_id is None:
         request_id = request_ids_for_changes([reclaim.transfer_to_id]).get(reclaim.transfer_to_id)
     name = f"request #{request_id}" if request_id else "an approved request"
-    return f"to {name} of {reclaim.transfer_to.project}"
+    target = reclaim.transfer_to
+    return f"to {name} of {target.project}" if target is not None else f"to {name}"
 
 
 def _apply_reclaim(
