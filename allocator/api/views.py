@@ -3,7 +3,7 @@ input, call one service and serialize the result. Scoping happens in the selecto
 
 import django_filters
 from django.core.exceptions import PermissionDenied
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
@@ -37,6 +37,15 @@ class PoolFilter(django_filters.FilterSet):
         fields = ["cluster", "gpu_model"]
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List pools",
+        description="Every pool with its capacity, allocated, free and waiting GPUs as of now.",
+    ),
+    retrieve=extend_schema(
+        summary="Get a pool", description="One pool's capacity, allocated, free and waiting now."
+    ),
+)
 class PoolViewSet(viewsets.GenericViewSet):
     """Pools with capacity, allocated, free and waiting GPUs as of now."""
 
@@ -71,6 +80,18 @@ class AllocationFilter(django_filters.FilterSet):
         return queryset.filter(start__lte=value, end__gt=value)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List allocations",
+        description="Allocations you may see (confidential projects' ones only to their circle), "
+        "newest start first; filter by pool, project, state or `active_at` (a time with a zone). "
+        "Each lists its `pending_reclaims`: reclaims and transfers not yet in effect.",
+    ),
+    retrieve=extend_schema(
+        summary="Get an allocation",
+        description="One allocation, with the request that made it and its pending reclaims.",
+    ),
+)
 class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AllocationSerializer
     filterset_class = AllocationFilter
@@ -163,6 +184,13 @@ class CapacityChangeFilter(django_filters.FilterSet):
         fields = ["pool", "kind"]
 
 
+@extend_schema_view(
+    list=extend_schema(
+        summary="List capacity changes",
+        description="Arrivals, decommissions and repairs, latest first; filter by pool, kind, "
+        "`effective_after` and `effective_before` (times with a zone).",
+    )
+)
 class CapacityChangeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = CapacityChangeSerializer
     filterset_class = CapacityChangeFilter
@@ -172,7 +200,14 @@ class CapacityChangeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         return CapacityChange.objects.all()
 
-    @extend_schema(request=CapacityChangeInputSerializer, responses={201: CapacityChangeSerializer})
+    @extend_schema(
+        summary="Record a capacity change (compute ops)",
+        description="An arrival (positive), decommission (negative) or repair, effective at a "
+        "time with a zone. A decrease that would leave fewer GPUs than are allocated at some "
+        "instant is refused with 400, naming the allocations in the way.",
+        request=CapacityChangeInputSerializer,
+        responses={201: CapacityChangeSerializer},
+    )
     @idempotent
     def create(self, request):
         if not can_manage_pools(request.user):
