@@ -340,11 +340,74 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False)
 
 
+def ensure_oidc_provider() -> None:
+    """The sign-in tests run a real OIDC provider (npm's oidc-provider) with Node: install its
+    locked packages from the npm registry once."""
+    here = ROOT / "tests" / "support" / "oidc"
+    if (here / "node_modules" / "oidc-provider").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        log("no npm on PATH: the OIDC sign-in tests will fail (they need Node.js 20+)")
+        return
+    log("installing the test OIDC provider (npm ci in tests/support/oidc)")
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=here, check=True)
+
+
+SLURM_PACKAGES = {
+    # package: a program it installs (to tell whether it is there)
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "slurm-client": "sacctmgr",
+    "slurmdbd": "slurmdbd",
+    "munge": "munged",
+    "slurm-wlm-mysql-plugin": None,
+    "mariadb-server": "mariadbd",
+}
+
+
+def ensure_slurm() -> None:
+    """The Slurm connector's tests run a private one-machine cluster (tests/support/slurm.py) on
+    Debian's Slurm, munge and MariaDB; install what is missing when we can (root + apt)."""
+    if os.environ.get("ALLOTMENT_NO_APT"):
+        return
+    plugin = Path("/usr/lib/x86_64-linux-gnu/slurm-wlm/accounting_storage_mysql.so")
+    missing = [
+        package
+        for package, program in SLURM_PACKAGES.items()
+        if (program and not shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin"))
+        or (program is None and not plugin.exists())
+    ]
+    if not missing:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing {' '.join(missing)} for the Slurm connector tests")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        # Nothing may start on install: the tests run their own daemons on private ports.
+        policy = Path("/usr/sbin/policy-rc.d")
+        added_policy = not policy.exists()
+        if added_policy:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                env=env,
+                check=False,
+            )
+        finally:
+            if added_policy:
+                policy.unlink(missing_ok=True)
+
+
 def cmd_test(argv: list[str]) -> int:
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     (ROOT / "test-output").mkdir(exist_ok=True)
     ensure_chromium()
+    ensure_slurm()
+    ensure_oidc_provider()
     with contextlib.ExitStack() as stack:
         # ALLOTMENT_EMBEDDED=1 ignores local servers (to try what a machine without them does).
         prefer_local = os.environ.get("ALLOTMENT_EMBEDDED") != "1"

@@ -48,11 +48,18 @@ def pool_detail(request, pk):
         selectors.holding_allocations()
         .filter(pool=pool, end__gt=now)
         .select_related("project__team")
+        # GPU-hours measured by the pool's scheduler connector (allocator.connectors rows, by
+        # their related name: the domain never imports a connector).
+        .prefetch_related("usage_days")
         .order_by("start", "id"),
         50,
     ).get_page(request.GET.get("page"))
     for allocation in allocations:
         allocation.visible = can_see_project(request.user, allocation.project)
+        days = list(allocation.usage_days.all())
+        allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
+        held_hours = (min(now, allocation.end) - allocation.start).total_seconds() / 3600
+        allocation.gpu_hours_allocated = max(0.0, held_hours) * allocation.gpus
     capacity_changes = (
         CapacityChange.objects.filter(pool=pool)
         .filter(Q(effective_at__gte=now - timedelta(days=365)))

@@ -1,7 +1,6 @@
 from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -15,14 +14,16 @@ api_v1 = [
     path("", include("org.api.urls")),
     path("", include("front.audit_api")),
     path("", include("notifications.api")),
+    path("", include("allocator.connectors.api")),
+    path("", include("accounts.api")),
 ]
 
 urlpatterns = [
     path("", front_views.overview, name="overview"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("requests/", include("requests_app.urls")),
     path("", include("allocator.urls")),
+    path("", include("allocator.connectors.urls")),
     path("", include("front.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),

@@ -194,10 +194,17 @@ def project_detail(request, pk):
         # All allocations, newest end first, a page at a time; "GPUs held" sums over all of
         # them in SQL (the page shows only some).
         allocations = Paginator(
-            project.allocations.select_related("pool", "change__request").order_by("-end", "-id"),
+            project.allocations.select_related("pool", "change__request")
+            # GPU-hours measured by the pool's scheduler connector (allocator.connectors).
+            .prefetch_related("usage_days")
+            .order_by("-end", "-id"),
             50,
         ).get_page(request.GET.get("allocations"))
         for allocation in allocations:
+            days = list(allocation.usage_days.all())
+            allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
+            held_hours = (min(now, allocation.end) - allocation.start).total_seconds() / 3600
+            allocation.gpu_hours_allocated = max(0.0, held_hours) * allocation.gpus
             allocation.releasable = allocation.state == Allocation.State.ACTIVE and (
                 allocation.end > now
             )

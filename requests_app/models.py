@@ -116,6 +116,10 @@ class ApprovalStep(models.Model):
     decider = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
+    # Set when the decider acted as someone's delegate (accounts.Delegation): "X on behalf of Y".
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     comment = models.TextField(blank=True, max_length=JUSTIFICATION_MAX)
     decided_at = models.DateTimeField(auto_now_add=True)
 
@@ -129,4 +133,37 @@ class ApprovalStep(models.Model):
         ]
 
     def __str__(self):
-        return f"#{self.request_id} {self.stage}: {self.decision} by {self.decider}"
+        return f"#{self.request_id} {self.stage}: {self.decision} by {self.decided_by}"
+
+    @property
+    def decided_by(self) -> str:
+        """'rlead', or 'alead on behalf of rlead' for a delegate's decision."""
+        if self.on_behalf_of is not None:
+            return f"{self.decider.get_username()} on behalf of {self.on_behalf_of.get_username()}"
+        return self.decider.get_username()
+
+
+class StageEscalation(models.Model):
+    """A reminder or an escalation of one stage of one round, sent once (requests_app/sla.py):
+    the unique row is what makes a repeated or concurrent sweep harmless."""
+
+    class Level(models.TextChoices):
+        REMINDER = "reminder", "Reminder before due"
+        OVERDUE = "overdue", "Overdue: the stage's deciders"
+        EXECUTIVES = "executives", "Overdue: escalated to the executives"
+
+    request = models.ForeignKey(ComputeRequest, on_delete=models.CASCADE, related_name="+")
+    round = models.PositiveSmallIntegerField()
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    level = models.CharField(max_length=20, choices=Level.choices)
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "round", "stage", "level"], name="stage_escalation_once"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.request_id} {self.stage} round {self.round}: {self.level}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.delegations import Acting, acting_for
 from org.roles import roles_of
 from org.visibility import can_see_project
 
@@ -106,40 +107,121 @@ def current_stage(req) -> str | None:
     return PENDING_STAGE.get(req.status)
 
 
-def _decided_earlier_stage(user, req, steps) -> bool:
-    """Did `user` decide another stage of this request in the current round? `steps` are the
-    request's steps (any rounds); pass them when prefetched, else they are read."""
+def _deciders_of_earlier_stage(req, steps) -> set[int]:
+    """Everyone who decided another stage of this request in the current round: the decider and,
+    for a delegate's decision, the person they acted for. `steps` are the request's steps (any
+    rounds); pass them when prefetched, else they are read."""
     if steps is None:
         steps = req.steps.all()
-    return any(
-        s.round == req.round and s.decider_id == user.pk and s.stage != Stage.EXECUTIVE
-        for s in steps
-    )
+    people: set[int] = set()
+    for s in steps:
+        if s.round == req.round and s.stage != Stage.EXECUTIVE:
+            people.add(s.decider_id)
+            if s.on_behalf_of_id:
+                people.add(s.on_behalf_of_id)
+    return people
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Whether `user` may decide the current stage, and for whom: `acting` is None when they
+    decide in their own right, else the delegation (accounts.delegations.Acting) they use."""
+
+    verdict: Verdict
+    acting: Acting | None = None
+
+    @property
+    def on_behalf_of_id(self) -> int | None:
+        return self.acting.delegator_id if self.acting else None
+
+
+def decide_capacity(user, req, *, steps=None) -> Capacity:
+    """May `user` approve, reject or request changes on the stage `req` waits for now, and in
+    whose name? Separation of duties holds for a delegate and the person they act for alike:
+    neither may decide a request either of them filed, nor both stages of one request."""
+    roles = roles_of(user)
+    division_id = _division_id(req)
+    leads_it = roles.leads(division_id)
+    acting = acting_for(user)
+    division_delegations = [a for a in acting if a.covers_division_review(division_id)]
+    executive_delegations = [a for a in acting if a.covers_executive_review]
+    if not (leads_it or roles.is_executive or division_delegations or executive_delegations):
+        return Capacity(
+            _deny("Only the leads of the request's division and executives decide requests.")
+        )
+    stage = current_stage(req)
+    if stage is None:
+        return Capacity(
+            _conflict(
+                f"This request is {_status_label(req.status)}; it is not waiting for a decision."
+            )
+        )
+    if stage == Stage.DIVISION:
+        options = ([None] if leads_it else []) + division_delegations
+        if not options:
+            return Capacity(
+                _deny("Only leads of the project's division decide the division review.")
+            )
+    else:
+        options = ([None] if roles.is_executive else []) + executive_delegations
+        if not options:
+            return Capacity(_deny("Only executives decide the executive review."))
+    if req.requester_id == user.pk:
+        return Capacity(_deny("You filed this request; someone else must decide it."))
+    earlier = _deciders_of_earlier_stage(req, steps) if stage == Stage.EXECUTIVE else set()
+    # The first refusal's reason is the one shown (a Verdict is falsy when it refuses).
+    refusals: list[Verdict] = []
+    for option in options:
+        if option is not None and option.delegator_id == req.requester_id:
+            refusals.append(
+                _deny(
+                    f"{option.delegator_name} filed this request; you may not decide it on "
+                    "their behalf."
+                )
+            )
+        elif user.pk in earlier:
+            refusals.append(
+                _deny(
+                    "You decided the division review of this request; another person must "
+                    "decide its executive review."
+                )
+            )
+        elif option is not None and option.delegator_id in earlier:
+            refusals.append(
+                _deny(
+                    f"{option.delegator_name} decided the division review of this request; you "
+                    "may not decide its executive review on their behalf."
+                )
+            )
+        else:
+            return Capacity(ALLOWED, option)
+    return Capacity(refusals[0])
+
+
+def acting_for_in_list(user, req) -> str | None:
+    """For a list of requests already filtered by the inbox selector: the name of the person
+    `user` decides this one for, or None when they decide it in their own right. (Without the
+    steps: decide_capacity, under the row lock, has the last word.)"""
+    roles = roles_of(user)
+    stage = current_stage(req)
+    division_id = _division_id(req)
+    if (stage == Stage.DIVISION and roles.leads(division_id)) or (
+        stage == Stage.EXECUTIVE and roles.is_executive
+    ):
+        return None
+    for acting in acting_for(user):
+        if acting.delegator_id == req.requester_id:
+            continue
+        if (stage == Stage.DIVISION and acting.covers_division_review(division_id)) or (
+            stage == Stage.EXECUTIVE and acting.covers_executive_review
+        ):
+            return acting.delegator_name
+    return None
 
 
 def can_decide(user, req, *, steps=None) -> Verdict:
     """May `user` approve, reject or request changes on the stage `req` waits for now?"""
-    roles = roles_of(user)
-    leads_it = roles.leads(_division_id(req))
-    if not (leads_it or roles.is_executive):
-        return _deny("Only the leads of the request's division and executives decide requests.")
-    stage = current_stage(req)
-    if stage is None:
-        return _conflict(
-            f"This request is {_status_label(req.status)}; it is not waiting for a decision."
-        )
-    if stage == Stage.DIVISION and not leads_it:
-        return _deny("Only leads of the project's division decide the division review.")
-    if stage == Stage.EXECUTIVE and not roles.is_executive:
-        return _deny("Only executives decide the executive review.")
-    if req.requester_id == user.pk:
-        return _deny("You filed this request; someone else must decide it.")
-    if stage == Stage.EXECUTIVE and _decided_earlier_stage(user, req, steps):
-        return _deny(
-            "You decided the division review of this request; another person must decide its "
-            "executive review."
-        )
-    return ALLOWED
+    return decide_capacity(user, req, steps=steps).verdict
 
 
 def available_actions(user, req, *, steps=None) -> dict[str, bool]:

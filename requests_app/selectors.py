@@ -15,6 +15,7 @@ from django.http import Http404
 from django.utils import timezone
 from django_filters.widgets import BooleanWidget
 
+from accounts.delegations import acting_for
 from allocator.models import Allocation, DivisionShare, Pool
 from audit.models import AuditEvent
 from org.models import Division, Team
@@ -49,7 +50,7 @@ def requests_visible_to(user) -> QuerySet[ComputeRequest]:
 
 def with_steps(qs: QuerySet[ComputeRequest]) -> QuerySet[ComputeRequest]:
     return qs.prefetch_related(
-        Prefetch("steps", queryset=ApprovalStep.objects.select_related("decider"))
+        Prefetch("steps", queryset=ApprovalStep.objects.select_related("decider", "on_behalf_of"))
     )
 
 
@@ -130,9 +131,20 @@ class RequestFilter(django_filters.FilterSet):
 # --- Approvals inbox ---
 
 
+def _decided_division_stage(*people):
+    """The request's current-round division step was decided by, or on behalf of, one of
+    `people` (separation of duties, as policies.decide_capacity)."""
+    return Exists(
+        ApprovalStep.objects.filter(request=OuterRef("pk"), round=OuterRef("round"))
+        .exclude(stage=Stage.EXECUTIVE)
+        .filter(Q(decider__in=people) | Q(on_behalf_of__in=people))
+    )
+
+
 def inbox_for(user) -> QuerySet[ComputeRequest]:
-    """Requests waiting for a stage `user` may decide (policies.can_decide in SQL), oldest first.
-    `waiting_since` is when the current stage began."""
+    """Requests waiting for a stage `user` may decide, in their own right or as someone's
+    delegate (policies.decide_capacity in SQL), oldest first. `waiting_since` is when the
+    current stage began."""
     roles = roles_of(user)
     stages = Q(pk__in=[])
     if roles.lead_division_ids:
@@ -141,10 +153,23 @@ def inbox_for(user) -> QuerySet[ComputeRequest]:
             project__team__division_id__in=roles.lead_division_ids,
         )
     if roles.is_executive:
-        decided_division = ApprovalStep.objects.filter(
-            request=OuterRef("pk"), round=OuterRef("round"), decider=user
-        ).exclude(stage=Stage.EXECUTIVE)
-        stages |= Q(status=Status.PENDING_EXECUTIVE) & ~Q(Exists(decided_division))
+        stages |= Q(status=Status.PENDING_EXECUTIVE) & ~Q(_decided_division_stage(user.pk))
+    # A delegation lends a stage, not the right to see: a delegate decides only the requests
+    # they may see (a confidential project's stay with those the confidentiality rule names).
+    visible = visibility_q(user) or Q(pk__in=[])
+    for acting in acting_for(user):
+        not_theirs = ~Q(requester_id=acting.delegator_id) & visible
+        if acting.covers_executive_review:
+            stages |= (
+                Q(status=Status.PENDING_EXECUTIVE)
+                & not_theirs
+                & ~Q(_decided_division_stage(user.pk, acting.delegator_id))
+            )
+        else:
+            stages |= (
+                Q(status=Status.PENDING_DIVISION, project__team__division_id=acting.division_id)
+                & not_theirs
+            )
     # stage_entered_at is stored by the workflow (index request_stage_age): the first page is read
     # from the index. Requests written outside the workflow without it come last.
     return (

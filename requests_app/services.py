@@ -503,7 +503,8 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         raise ValidationError({"action": ["Unknown decision."]})
     req = _lock_visible(user=user, request_id=request_id)
     steps = list(req.steps.filter(round=req.round))
-    check(policies.can_decide(user, req, steps=steps))
+    capacity = policies.decide_capacity(user, req, steps=steps)
+    check(capacity.verdict)
     comment = (comment or "").strip()
     if action != Action.APPROVE and not comment:
         raise ValidationError({"comment": ["Say why: a comment is required for this decision."]})
@@ -522,6 +523,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
                 stage=stage,
                 decision=decision,
                 decider=user,
+                on_behalf_of_id=capacity.on_behalf_of_id,
                 comment=comment,
             )
     except IntegrityError:  # backstop: the row lock should make this unreachable
@@ -541,13 +543,20 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         ApprovalStep.Decision.REJECTED: "rejected",
         ApprovalStep.Decision.CHANGES_REQUESTED: "asked for changes in",
     }[decision]
+    who = str(user) + (f" on behalf of {capacity.acting.delegator_name}" if capacity.acting else "")
     _move(
         req,
         target,
         actor=user,
         action=f"request.{action}",
-        message=f"{user} {verb} the {stage_label}" + (f": {comment}" if comment else "."),
-        extra={"stage": stage, "decision": decision, "round": req.round, "step": step.pk},
+        message=f"{who} {verb} the {stage_label}" + (f": {comment}" if comment else "."),
+        extra={
+            "stage": stage,
+            "decision": decision,
+            "round": req.round,
+            "step": step.pk,
+            "on_behalf_of": capacity.acting.delegator_name if capacity.acting else None,
+        },
     )
     if target == Status.APPROVED:
         _apply_approval(req, actor=user, executive_reviewed=stage == Stage.EXECUTIVE)
@@ -564,7 +573,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
     notify(
         recipients=[req.requester],
         kind=Notification.Kind.DECIDED,
-        message=f"{user} {verb} the {stage_label} of your request #{req.pk}; {outcome}."
+        message=f"{who} {verb} the {stage_label} of your request #{req.pk}; {outcome}."
         + (f" Comment: {comment}" if comment else ""),
         link=_link(req),
     )

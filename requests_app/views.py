@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import policies, selectors, services
+from . import policies, selectors, services, sla
 from .forms import DecisionForm, RequestForm, WithdrawForm
 from .workflow import Status
 
@@ -58,7 +58,8 @@ def request_list(request):
 
 def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
     steps = list(req.steps.all())
-    decide_verdict = policies.can_decide(request.user, req, steps=steps)
+    capacity = policies.decide_capacity(request.user, req, steps=steps)
+    decide_verdict = capacity.verdict
     impact = (
         selectors.approval_impacts([req], user=request.user).get(req.pk) if decide_verdict else None
     )
@@ -69,6 +70,8 @@ def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
         "queue_position": selectors.queue_positions_for([req]).get(req.pk),
         "can": policies.available_actions(request.user, req, steps=steps),
         "decide_verdict": decide_verdict,
+        "deciding_for": capacity.acting.delegator_name if capacity.acting else None,
+        "due": sla.due_for(req),
         "impact": impact,
         "stage": policies.current_stage(req),
         "decision_form": decision_form or DecisionForm(),
@@ -268,6 +271,8 @@ def approvals_inbox(request):
             "age": now - r.waiting_since,
             "effect": impacts[r.pk].effect if r.pk in impacts else None,
             "impact": impacts.get(r.pk),
+            "due": sla.due_for(r, now=now),
+            "on_behalf_of": policies.acting_for_in_list(request.user, r),
         }
         for r in rows
     ]

@@ -7,6 +7,7 @@ from django.db import connection
 
 from org.models import RoleGrant
 from tests import factories
+from tests.support.slurm import slurm, slurm_cluster  # noqa: F401 — the private Slurm cluster
 
 
 def pytest_configure(config):

@@ -6,6 +6,7 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from accounts.models import Delegation
 from allocator.models import (
     Allocation,
     AllocationChange,
@@ -148,3 +149,17 @@ class ComputeRequestFactory(factory.django.DjangoModelFactory):
     expected_outcome = "A checkpoint that beats the baseline."
     size_rationale = "Eight GPUs for two weeks fits the data."
     impact_if_denied = "The milestone slips a month."
+
+
+class DelegationFactory(factory.django.DjangoModelFactory):
+    """An executive's delegation in force from an hour ago for a week, unless told otherwise."""
+
+    class Meta:
+        model = Delegation
+
+    delegator = factory.SubFactory(UserFactory)
+    delegate = factory.SubFactory(UserFactory)
+    role = Delegation.Role.EXECUTIVE
+    division = None
+    starts_at = factory.LazyFunction(lambda: in_days(-1 / 24))
+    ends_at = factory.LazyAttribute(lambda d: d.starts_at + timedelta(days=7))

@@ -8,7 +8,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CLEAN = ["common", "org", "audit", "notifications", "allocator", "requests_app", "front"]
+CLEAN = [
+    "common",
+    "org",
+    "audit",
+    "notifications",
+    "allocator",
+    "requests_app",
+    "front",
+    "accounts",
+]
 
 
 def test_mypy_clean_packages():

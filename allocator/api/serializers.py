@@ -1,6 +1,7 @@
 """Input and output shapes of /api/v1/pools/, /allocations/ and /capacity-changes/
 (PRODUCT.md section 6). Output serializers only read; inputs only parse — services decide."""
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -8,6 +9,18 @@ from common.inputs import ZonedDateTimeField
 
 from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange, Reclaim
 from ..signals import request_ids_for_changes
+
+
+class PoolConnectorSerializer(serializers.Serializer):
+    """PRODUCT.md section 9: which scheduler enforces the pool, and how the last sync went."""
+
+    kind = serializers.CharField()
+    cluster = serializers.CharField()
+    partition = serializers.CharField()
+    gres = serializers.CharField()
+    last_sync = serializers.DateTimeField(source="last_sync_at", allow_null=True)
+    status = serializers.CharField()
+    drift = serializers.ListField(child=serializers.CharField())
 
 
 class PoolSerializer(serializers.Serializer):
@@ -21,6 +34,14 @@ class PoolSerializer(serializers.Serializer):
     allocated = serializers.IntegerField()
     free = serializers.IntegerField()
     waiting = serializers.IntegerField()
+    connector = serializers.SerializerMethodField()
+
+    @extend_schema_field(PoolConnectorSerializer(allow_null=True))
+    def get_connector(self, status) -> dict | None:
+        # The reverse one-to-one of allocator.connectors (select_related by the views): read
+        # by name, so this module never imports a connector.
+        connector = getattr(status.pool, "connector", None)
+        return None if connector is None else PoolConnectorSerializer(connector).data
 
 
 class AllocationListSerializer(serializers.ListSerializer):
@@ -74,6 +95,8 @@ class AllocationSerializer(serializers.ModelSerializer):
     pending_reclaims = serializers.SerializerMethodField(
         help_text="Reclaims and transfers scheduled on it that have not taken effect yet."
     )
+    gpu_hours_used = serializers.SerializerMethodField()
+    enforcement = serializers.SerializerMethodField()
     request_ids: dict[int, int] | None = None  # set by AllocationListSerializer
     pending: dict[int, list[dict]] | None = None  # set by AllocationListSerializer
 
@@ -89,9 +112,43 @@ class AllocationSerializer(serializers.ModelSerializer):
             "state",
             "request",
             "pending_reclaims",
+            "gpu_hours_used",
+            "enforcement",
         ]
         read_only_fields = fields
         list_serializer_class = AllocationListSerializer
+
+    # The next two read rows of allocator.connectors by their related names (prefetched by
+    # the views), so this module never imports a connector.
+
+    def get_gpu_hours_used(self, allocation) -> float | None:
+        """PRODUCT.md section 9: GPU-hours its jobs used, from the scheduler's accounting;
+        null until measured."""
+        days = list(allocation.usage_days.all())
+        return round(sum(d.gpu_hours for d in days), 3) if days else None
+
+    @extend_schema_field(
+        serializers.ChoiceField(
+            choices=["enforced", "pending", "failing", "scheduled"], allow_null=True
+        )
+    )
+    def get_enforcement(self, allocation) -> str | None:
+        """Whether the pool's scheduler enforces it yet: null when the pool has no connector;
+        `pending` or `failing` while a due limit change is not applied; `scheduled` before its
+        start; else `enforced`."""
+        if getattr(allocation.pool, "connector", None) is None:
+            return None
+        now = timezone.now()
+        due = [
+            i
+            for i in allocation.enforcement_intents.all()
+            if i.status == "pending" and i.effective_at <= now
+        ]
+        if due:
+            return "failing" if any(i.last_error for i in due) else "pending"
+        if allocation.state == Allocation.State.ACTIVE and allocation.start > now:
+            return "scheduled"
+        return "enforced"
 
     def get_request(self, allocation) -> int | None:
         if allocation.change_id is None:

@@ -56,7 +56,7 @@ class PoolViewSet(viewsets.GenericViewSet):
     ordering = ["cluster", "gpu_model"]
 
     def get_queryset(self):
-        return Pool.objects.all()
+        return Pool.objects.select_related("connector")
 
     def list(self, request):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -99,12 +99,19 @@ class AllocationViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["start", "end", "gpus", "id"]
     ordering = ["-start", "-id"]
 
+    # Rows of allocator.connectors by their related names, for gpu_hours_used and enforcement.
+    CONNECTOR_ROWS = ("usage_days", "enforcement_intents")
+
     def get_queryset(self):
-        return selectors.allocations_for_user(self.request.user)
+        return (
+            selectors.allocations_for_user(self.request.user)
+            .select_related("pool__connector")
+            .prefetch_related(*self.CONNECTOR_ROWS)
+        )
 
     def get_object(self):
         try:
-            return selectors.allocation_get_for_user(self.request.user, int(self.kwargs["pk"]))
+            return self.get_queryset().get(pk=int(self.kwargs["pk"]))
         except (Allocation.DoesNotExist, ValueError) as missing:
             raise NotFound() from missing
 

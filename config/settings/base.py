@@ -33,14 +33,17 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "mozilla_django_oidc",
     "common",
     "org",
     "audit",
     "notifications",
     "allocator",
+    "allocator.connectors",
     "requests_app",
     "front",
     "devtools",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -108,7 +111,8 @@ AUTH_PASSWORD_VALIDATORS = [
 # first so it sees every attempt.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.LocalPasswordBackend",
+    "accounts.backends.ProviderBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
@@ -118,6 +122,22 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_VERBOSE = False
 LOGIN_URL = "login"
+# --- Sign-in through the lab's identity provider (PRODUCT.md section 9, README "Single sign-on").
+# OIDC is on exactly when OIDC_ISSUER is set; discovery at OIDC_ISSUER/.well-known/openid-configuration.
+OIDC_ISSUER = env("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_GROUPS_CLAIM = env("OIDC_GROUPS_CLAIM", default="groups")
+# Many providers send groups only when asked for them: add `groups` (Okta, oidc-provider) here.
+OIDC_SCOPES = env("OIDC_SCOPES", default="openid email profile")
+OIDC_SIGN_ALGO = env("OIDC_SIGN_ALGO", default="RS256")
+# JSON: IdP group -> {"team": name} | {"role": "division_lead", "division": name}
+#                    | {"role": "executive"} | {"role": "compute_ops"}. Checked at start-up.
+ALLOTMENT_OIDC_GROUPS = env("ALLOTMENT_OIDC_GROUPS", default="{}")
+# Off: no password form, no password accepted anywhere (the form, the admin, the token
+# endpoint); API tokens already issued keep working.
+ALLOTMENT_LOCAL_LOGIN = env.bool("ALLOTMENT_LOCAL_LOGIN", default=True)
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -213,10 +233,23 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    # Scheduler connectors (allocator/connectors): due enforcement intents, and the reconciler.
+    "connectors-dispatch-due-intents": {
+        "task": "connectors.tasks.dispatch_due_intents",
+        "schedule": 10.0,
+    },
+    "connectors-reconcile": {"task": "connectors.tasks.reconcile_all", "schedule": 60.0},
+    "connectors-collect-usage": {"task": "connectors.tasks.collect_usage", "schedule": 600.0},
     "send-due-emails": {"task": "notifications.tasks.send_due_emails", "schedule": 60.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),
+    },
+    # Approval SLAs (requests_app/sla.py): reminders and escalations, and the deciders' digest.
+    "approvals-sla-sweep": {"task": "requests_app.tasks.approvals_sla_sweep", "schedule": 300.0},
+    "approvals-digest": {
+        "task": "requests_app.tasks.approvals_digest",
+        "schedule": crontab(minute=0, hour=env.int("ALLOTMENT_DIGEST_HOUR", default=8)),
     },
 }
 
@@ -260,6 +293,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RequestKindEnum": "requests_app.models.ComputeRequest.Kind",
         "CapacityChangeKindEnum": "allocator.models.CapacityChange.Kind",
+        "RoleGrantRoleEnum": "org.models.RoleGrant.Role",
+        "DelegationRoleEnum": "accounts.models.Delegation.Role",
     },
     # Every endpoint's error answers (400/403/404/409/413/415/422/429), see common/schema.py.
     "POSTPROCESSING_HOOKS": [
@@ -280,7 +315,26 @@ ALLOTMENT = {
     # A change whose apply crashed this many times is marked failed for compute ops.
     "MAX_APPLY_ATTEMPTS": env.int("ALLOTMENT_MAX_APPLY_ATTEMPTS", default=3),
     "ENDING_REMINDER_DAYS": (7, 1),
+    # Due time of each approval stage per priority: "<n>h" clock hours, "<n>d" working days
+    # (Mon-Fri). JSON in ALLOTMENT_APPROVAL_SLA overrides, e.g. {"division": {"normal": "2d"}}.
+    "APPROVAL_SLA": env.json("ALLOTMENT_APPROVAL_SLA", default={}),
     "DEMO": False,
+}
+
+# Scheduler connectors (PRODUCT.md section 9, allocator/connectors).
+ALLOTMENT_CONNECTORS = {
+    # Each Slurm command gives up after this; the intent stays pending and is retried.
+    "COMMAND_TIMEOUT_SECONDS": env.float("ALLOTMENT_CONNECTOR_COMMAND_TIMEOUT", default=20.0),
+    "MAX_BACKOFF_SECONDS": env.int("ALLOTMENT_CONNECTOR_MAX_BACKOFF", default=300),
+    # Jobs running above a lowered limit are requeued after this many minutes; None: never
+    # (they are reported to owners and compute ops, and finish on their own).
+    "REQUEUE_OVER_LIMIT_AFTER_MINUTES": env.int(
+        "ALLOTMENT_REQUEUE_OVER_LIMIT_AFTER_MINUTES", default=None
+    ),
+    # An allocation whose jobs used less than this share of its GPU-hours over IDLE_HOURS is
+    # flagged idle.
+    "IDLE_HOURS": env.int("ALLOTMENT_IDLE_HOURS", default=24),
+    "IDLE_USE_BELOW": env.float("ALLOTMENT_IDLE_USE_BELOW", default=0.1),
 }
 
 LOGGING = {

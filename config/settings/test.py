@@ -4,7 +4,7 @@ its own when none answers). Never SQLite, never eager Celery."""
 import os
 
 from .base import *  # noqa: F403
-from .base import ALLOTMENT, DATABASES, env
+from .base import ALLOTMENT, ALLOTMENT_CONNECTORS, DATABASES, env
 
 DEBUG = False
 SECRET_KEY = "test-only-not-secret"
@@ -49,6 +49,7 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILI
 CELERY_TASK_TIME_LIMIT = env.int("TEST_CELERY_TASK_TIME_LIMIT", default=8)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("TEST_CELERY_TASK_SOFT_TIME_LIMIT", default=6)
 ALLOTMENT = {**ALLOTMENT, "RESEND_AFTER_SECONDS": 5}
+ALLOTMENT_CONNECTORS = {**ALLOTMENT_CONNECTORS, "COMMAND_TIMEOUT_SECONDS": 5.0}
 
 # A worker process started by a test must use the test database, not the configured one.
 if env("ALLOTMENT_WORKER_DB", default=""):

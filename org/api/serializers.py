@@ -25,9 +25,17 @@ class TeamSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "slug", "division", "division_name", "members"]
 
 
+class SchedulerAccountSerializer(serializers.Serializer):
+    pool = serializers.IntegerField(source="pool_id")
+    account = serializers.CharField(source="account_name")
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     division = serializers.IntegerField(source="team.division_id", read_only=True)
     team_name = serializers.CharField(source="team.name", read_only=True)
+    # PRODUCT.md section 9: the project's account on each connected pool's scheduler (rows of
+    # allocator.connectors, reached by their related name; prefetched by the views).
+    scheduler_accounts = SchedulerAccountSerializer(many=True, read_only=True)
 
     class Meta:
         model = Project
@@ -42,6 +50,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "state",
             "confidential",
             "created_at",
+            "scheduler_accounts",
         ]
         read_only_fields = fields
 

@@ -83,7 +83,7 @@ class ProjectViewSet(
     ordering_fields = ["name", "id", "expected_end", "created_at"]
 
     def get_queryset(self):
-        return projects_visible_to(self.request.user)
+        return projects_visible_to(self.request.user).prefetch_related("scheduler_accounts")
 
     @extend_schema(
         summary="Create a project of one of your teams",

@@ -41,10 +41,30 @@ class WithdrawInputSerializer(serializers.Serializer):
 class StepSerializer(serializers.ModelSerializer):
     time = serializers.DateTimeField(source="decided_at")
     decider_name = serializers.CharField(source="decider.get_username")
+    on_behalf_of_name = serializers.SerializerMethodField(
+        help_text="Set when a delegate decided: the person they decided for."
+    )
+    decided_by = serializers.CharField(
+        read_only=True, help_text='"alead", or "alead on behalf of rlead".'
+    )
 
     class Meta:
         model = ApprovalStep
-        fields = ["round", "stage", "decision", "decider", "decider_name", "comment", "time"]
+        fields = [
+            "round",
+            "stage",
+            "decision",
+            "decider",
+            "decider_name",
+            "on_behalf_of",
+            "on_behalf_of_name",
+            "decided_by",
+            "comment",
+            "time",
+        ]
+
+    def get_on_behalf_of_name(self, step) -> str | None:
+        return step.on_behalf_of.get_username() if step.on_behalf_of_id else None
 
 
 class RequestOutputSerializer(serializers.ModelSerializer):

@@ -45,6 +45,7 @@ def test_pools_list_shape_and_bounded_queries(
         "allocated": 8,
         "free": 56,
         "waiting": 5,
+        "connector": None,
     }
 
 
@@ -93,7 +94,11 @@ def test_allocation_shape_with_request_id(api, requester, pool, project):
         "state",
         "request",
         "pending_reclaims",
+        "gpu_hours_used",
+        "enforcement",
     }
+    # no connector on the pool, nothing measured
+    assert body["gpu_hours_used"] is None and body["enforcement"] is None
     assert body["request"] == req.pk and body["project"] == project.pk and body["state"] == "active"
     assert api.get(f"/api/v1/allocations/{plain.pk}/").json()["request"] is None
     assert api.get("/api/v1/allocations/?state=ended").json()["count"] == 0

@@ -313,8 +313,8 @@ def _lab(n, research, applications):
         ("/api/v1/divisions/", 7),
         # count, page, members (prefetch)
         ("/api/v1/teams/", 3),
-        # roles (2), count, page
-        ("/api/v1/projects/", 4),
+        # roles (2), count, page, scheduler accounts (prefetch)
+        ("/api/v1/projects/", 5),
     ],
 )
 def test_lists_bounded_queries(

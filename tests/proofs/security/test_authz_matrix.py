@@ -55,6 +55,9 @@ ACTORS = [
     "exec_requester",  # an executive on the team who filed *their own* request
     "ops",  # compute ops
     "admin",  # superuser, no product role
+    "lead_delegate",  # no role of their own; own_lead's delegate for Research's division review
+    "exec_delegate",  # no role of their own; the executive's delegate for the executive review
+    "expired_delegate",  # was the executive's delegate until yesterday
 ]
 
 # --- The hand-written table. Values: a status code for every state, or {state(s): code, "*": code}.
@@ -71,7 +74,13 @@ _decide = {
     "exec_requester": {("pending_division", "pending_executive"): 403, "*": 409},
     "ops": {"draft": 404, "*": 403},
     "admin": {"draft": 404, "*": 403},
+    # A delegate decides the delegator's stage, and only that one; a delegation that ended
+    # lends nothing.
+    "lead_delegate": {"draft": 404, "pending_division": 200, "pending_executive": 403, "*": 409},
+    "exec_delegate": {"draft": 404, "pending_division": 403, "pending_executive": 200, "*": 409},
+    "expired_delegate": {"draft": 404, "*": 403},
 }
+_DELEGATES = ("lead_delegate", "exec_delegate", "expired_delegate")
 _edit = {
     "anonymous": ANON,
     "requester": {EDITABLE: 200, "*": 409},
@@ -83,6 +92,7 @@ _edit = {
     "exec_requester": {EDITABLE: 200, "*": 409},
     "ops": {"draft": 404, "*": 403},
     "admin": {"draft": 404, "*": 403},
+    **{d: {"draft": 404, "*": 403} for d in _DELEGATES},
 }
 _visible = {
     "anonymous": ANON,
@@ -95,6 +105,7 @@ _visible = {
     "exec_requester": 200,
     "ops": {"draft": 404, "*": 200},
     "admin": {"draft": 404, "*": 200},
+    **{d: {"draft": 404, "*": 200} for d in _DELEGATES},
 }
 _team_only = {
     "anonymous": ANON,
@@ -177,6 +188,21 @@ def matrix_world(research, applications, team, other_team, project, pool, ops, a
     factories.RoleGrantFactory(user=users["other_lead"], role=lead, division=applications)
     factories.RoleGrantFactory(user=users["executive"], role=exec_)
     factories.RoleGrantFactory(user=users["exec_requester"], role=exec_)
+    for name in _DELEGATES:
+        users[name] = factories.UserFactory(username=name.replace("_", "-"))
+    factories.DelegationFactory(
+        delegator=users["own_lead"],
+        delegate=users["lead_delegate"],
+        role="division_lead",
+        division=research,
+    )
+    factories.DelegationFactory(delegator=users["executive"], delegate=users["exec_delegate"])
+    factories.DelegationFactory(
+        delegator=users["executive"],
+        delegate=users["expired_delegate"],
+        starts_at=factories.in_days(-8),
+        ends_at=factories.in_days(-1),
+    )
     second_lead = factories.UserFactory(username="rlead2")
     factories.RoleGrantFactory(user=second_lead, role=lead, division=research)
     factories.DivisionShareFactory(division=research, pool=pool, gpus=48)
