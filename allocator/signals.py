@@ -40,6 +40,23 @@ def request_ids_for_changes(change_ids: Iterable[int]) -> dict[int, int]:
     return found
 
 
+# The other way round: which change each request made, so compute ops name a destination by its
+# request number (the change id stays internal). kwargs: request_ids (list[int]); each receiver
+# returns {request id: change id}.
+change_of_request_requested = Signal()
+
+
+def change_ids_for_requests(request_ids) -> dict[int, int]:
+    """{request id: id of the change it made}; requests without a change are left out."""
+    ids = list(request_ids)
+    found: dict[int, int] = {}
+    if not ids:
+        return found
+    for _receiver, answer in change_of_request_requested.send(sender=None, request_ids=ids):
+        found.update(cast("dict[int, int]", answer) or {})
+    return found
+
+
 # Asked, not told: which allocations the enforcing system measured as idle (or far under their
 # GPUs), for the reclaim suggestions. allocator does not know its connectors (they import the
 # domain, never the reverse); allocator.connectors answers from its usage read-back

@@ -41,7 +41,9 @@ PROJECTS = [
 USERS = [
     ("rita", "Rita", "Researcher", ["pretraining", "alignment"], [], False),
     ("paul", "Paul", "Product", ["assistant", "search"], [], False),
-    ("rlead", "Rosa", "Lead", [], [("division_lead", "research")], False),
+    # rlead also researches on Alignment, so separation of duties shows: she files requests
+    # there and cannot decide their division stage.
+    ("rlead", "Rosa", "Lead", ["alignment"], [("division_lead", "research")], False),
     ("alead", "Arun", "Lead", [], [("division_lead", "applications")], False),
     ("exec", "Eve", "Executive", [], [("executive", None)], False),
     ("ops", "Otto", "Ops", [], [("compute_ops", None)], False),

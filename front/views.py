@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from allocator.models import Allocation, CapacityChange, Pool
+from allocator.scheduled import scheduled_reclaims_for_project
 from allocator.selectors import horizon, pools_status
 from allocator.shares import balance, daily_load, pool_summaries
 from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
@@ -227,12 +228,15 @@ def project_detail(request, pk):
         "now": now,
     }
     if visible:
-        allocations = list(
+        # All allocations, newest end first, a page at a time; "GPUs held" sums over all of
+        # them in SQL (the page shows only some).
+        allocations = Paginator(
             project.allocations.select_related("pool", "change__request")
             # GPU-hours measured by the pool's scheduler connector (allocator.connectors).
             .prefetch_related("usage_days")
-            .order_by("-end", "-id")[:100]
-        )
+            .order_by("-end", "-id"),
+            50,
+        ).get_page(request.GET.get("allocations"))
         for allocation in allocations:
             days = list(allocation.usage_days.all())
             allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
@@ -242,11 +246,14 @@ def project_detail(request, pk):
                 allocation.end > now
             )
         context["allocations"] = allocations
-        context["gpus_held"] = sum(
-            a.gpus
-            for a in allocations
-            if a.state == Allocation.State.ACTIVE and a.start <= now < a.end
+        context["gpus_held"] = (
+            project.allocations.filter(
+                state=Allocation.State.ACTIVE, start__lte=now, end__gt=now
+            ).aggregate(total=Sum("gpus"))["total"]
+            or 0
         )
+        context["scheduled"] = scheduled_reclaims_for_project(project.pk, user=request.user)
+        context["is_ops"] = roles_of(request.user).is_compute_ops
         # requests_app's rule: the project's requests this viewer may see (drafts only to
         # the team).
         requests = requests_visible_to(request.user).filter(project=project)

@@ -673,3 +673,13 @@ def request_ids_for_changes(sender=None, *, change_ids, **kwargs) -> dict[int, i
     return dict(
         ComputeRequest.objects.filter(change_id__in=change_ids).values_list("change_id", "pk")
     )
+
+
+def change_ids_for_requests(sender=None, *, request_ids, **kwargs) -> dict[int, int]:
+    """allocator's question (allocator.signals.change_of_request_requested): which change each
+    of these requests made. Ids only."""
+    return dict(
+        ComputeRequest.objects.filter(pk__in=request_ids, change__isnull=False).values_list(
+            "pk", "change_id"
+        )
+    )

@@ -28,6 +28,10 @@ class ReclaimStep:
     keep: int  # GPUs it would keep (0: all go back)
     why: str  # why this one: winding down, ends soon, low priority
 
+    @property
+    def take(self) -> int:
+        return self.gpus - self.keep
+
 
 @dataclass(frozen=True)
 class ReclaimSuggestion:

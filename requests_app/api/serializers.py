@@ -5,6 +5,8 @@ services.request_clean so the form and the API give the same answers."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.inputs import ZonedDateTimeField
+
 from ..models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
 
 
@@ -14,8 +16,8 @@ class RequestInputSerializer(serializers.Serializer):
     project = serializers.IntegerField()
     pool = serializers.IntegerField()
     gpus = serializers.IntegerField(required=False, allow_null=True)
-    start = serializers.DateTimeField(required=False, allow_null=True)
-    end = serializers.DateTimeField()
+    start = ZonedDateTimeField(required=False, allow_null=True)
+    end = ZonedDateTimeField()
     kind = serializers.ChoiceField(choices=ComputeRequest.Kind.choices, default="new")
     target_allocation = serializers.IntegerField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=ComputeRequest.Priority.choices, default="normal")

@@ -48,18 +48,22 @@ def test_normal_priority_gets_no_suggestion(make_change, pool, team):
     assert forecast.reclaim_suggestions() == []
 
 
-def test_ops_console_shows_suggestions_and_prefills_transfer(client, ops, make_change, pool, team):
+def test_ops_console_shows_suggestions_and_links_the_move(
+    client, ops, make_change, pool, team, requester
+):
     _, winding, change = _scene(make_change, pool, team)
+    req = factories.ComputeRequestFactory(
+        project=change.project, pool=pool, requester=requester, change=change, status="waiting"
+    )
     client.force_login(ops)
     page = client.get(reverse("allocator:ops")).content.decode()
-    assert "Reclaim suggestions" in page and f"allocation #{winding.pk}" in page
-    url = (
-        reverse("allocator:ops")
-        + f"?transfer-allocation={winding.pk}&transfer-new_gpus=16&transfer-to_change={change.pk}"
-    )
+    assert "Reclaim suggestions" in page and "Sunset" in page
+    assert f"allocation #{winding.pk}" not in page and "change #" not in page
+    url = reverse("allocator:ops-move") + f"?to={req.pk}&take-{winding.pk}=16"
+    assert url.replace("&", "&amp;") in page
     page = client.get(url).content.decode()
-    assert f'value="{winding.pk}"' in page
-    assert not Reclaim.objects.exists()  # nothing happens until ops submit
+    assert f'name="take-{winding.pk}" value="16"' in page
+    assert not Reclaim.objects.exists()  # nothing happens until ops confirm
 
 
 def test_suggestions_are_for_ops_only(client, requester):
@@ -158,7 +162,6 @@ def test_ops_console_says_why_an_idle_allocation_is_first(client, ops, make_chan
     busy, _sunset, _change = _idle_scene(make_change, pool, team, used_yesterday=0)
     client.force_login(ops)
     page = client.get(reverse("allocator:ops")).content.decode()
-    assert (
-        f"allocation #{busy.pk} (project Busy, 32 GPUs; used 0 of 32 GPUs over the last 24 hours"
-        in page
-    )
+    # named by its project, never by an internal id
+    assert "project Busy (32 GPUs; used 0 of 32 GPUs over the last 24 hours" in page
+    assert f"allocation #{busy.pk}" not in page

@@ -94,3 +94,27 @@ def test_demo_shows_the_queue_at_work_on_central_a100(settings):
         recipient__username="rita", kind="waiting", message__contains="196 GPUs"
     )
     assert "18 days late: 6 of its 24 days" in late_notice.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_rlead_researches_on_alignment_and_cannot_decide_her_own_request(settings):
+    from requests_app.policies import can_decide
+    from tests import factories
+
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    call_command("seed_demo")
+    rlead = get_user_model().objects.get(username="rlead")
+    # she is a member of Alignment and leads Research
+    assert Membership.objects.filter(user=rlead, team__slug="alignment").exists()
+    # a request she files for an Alignment project waits for its division review...
+    compass = Project.objects.get(name="Compass")
+    mine = factories.ComputeRequestFactory(
+        project=compass,
+        pool=Pool.objects.get(cluster="central"),
+        requester=rlead,
+        status=Status.PENDING_DIVISION,
+    )
+    # ...which she may not decide
+    verdict = can_decide(rlead, mine)
+    assert not verdict
+    assert "You filed this request" in str(verdict.reason)
