@@ -4,6 +4,7 @@
     python3 dev.py run     # the app with demo data, a Celery worker and beat, on embedded servers
     python3 dev.py run --prod-like   # the same behind gunicorn + WhiteNoise, DEBUG off, /metrics
     python3 dev.py test    # the whole test suite on real PostgreSQL and Redis
+    python3 dev.py test --fast   # the developer profile: no browser, Slurm, fault, load or fuzz tests
     python3 dev.py bench   # benchmarks (see README)
 
 Both create or reuse the virtualenv `.venv` and install what pyproject.toml asks for. `run` starts
@@ -436,7 +437,14 @@ def ensure_slurm() -> None:
                 policy.unlink(missing_ok=True)
 
 
+# The developer profile (README "Test it"): what runs in a couple of minutes on 2 cores. CI runs
+# everything.
+FAST_PROFILE = ["-m", "not browser and not slurm and not fault and not load and not fuzz and not slow"]
+
+
 def cmd_test(argv: list[str]) -> int:
+    if "--fast" in argv:
+        argv = [*FAST_PROFILE, *(a for a in argv if a != "--fast")]
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     (ROOT / "test-output").mkdir(exist_ok=True)
