@@ -439,7 +439,10 @@ def ensure_slurm() -> None:
 
 # The developer profile (README "Test it"): what runs in a couple of minutes on 2 cores. CI runs
 # everything.
-FAST_PROFILE = ["-m", "not browser and not slurm and not fault and not load and not fuzz and not slow"]
+FAST_PROFILE = [
+    "-m",
+    "not browser and not slurm and not fault and not load and not fuzz and not slow",
+]
 
 
 def cmd_test(argv: list[str]) -> int:
