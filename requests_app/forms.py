@@ -1,6 +1,8 @@
 """The filing form. It only parses; services.request_clean decides what is valid, so the page
 and the API give the same answers (its errors land on the form's fields)."""
 
+from typing import cast
+
 from django import forms
 from django.utils import timezone
 
@@ -169,9 +171,13 @@ class InboxQueryForm(forms.Form):
 
     def __init__(self, *args, sorts: dict, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["sort"].choices = [(key, label) for key, (label, _) in sorts.items()]
-        self.fields["pool"].queryset = Pool.objects.order_by("cluster", "gpu_model")
-        self.fields["division"].queryset = Division.objects.order_by("name")
+        cast(forms.ChoiceField, self.fields["sort"]).choices = [
+            (key, label) for key, (label, _) in sorts.items()
+        ]
+        pools = Pool.objects.order_by("cluster", "gpu_model")
+        cast(forms.ModelChoiceField, self.fields["pool"]).queryset = pools
+        divisions = Division.objects.order_by("name")
+        cast(forms.ModelChoiceField, self.fields["division"]).queryset = divisions
 
     def clean(self):
         data = super().clean()

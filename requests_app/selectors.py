@@ -141,7 +141,7 @@ def _decided_division_stage(*people):
     )
 
 
-INBOX_SORTS = {
+INBOX_SORTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     # name -> (label, SQL order); "due" is ordered in Python (working days are not SQL).
     "oldest": ("Waiting longest", ("stage_entered_at", "id")),
     "due": ("Due soonest", None),
@@ -201,7 +201,7 @@ def inbox_for(
         narrowed &= Q(gpus__gte=min_gpus)
     if max_gpus is not None:
         narrowed &= Q(gpus__lte=max_gpus)
-    order = INBOX_SORTS.get(sort, INBOX_SORTS["oldest"])[1] or INBOX_SORTS["oldest"][1]
+    order = INBOX_SORTS.get(sort, INBOX_SORTS["oldest"])[1] or ("stage_entered_at", "id")
     return (
         _base()
         .filter(stages, narrowed)
@@ -217,11 +217,14 @@ def inbox_by_due(queryset: QuerySet[ComputeRequest]) -> list[int]:
     then loads only its own rows."""
     from .sla import due_at
 
-    rows = queryset.values_list("pk", "status", "priority", "waiting_since")
+    rows = queryset.values_list(
+        "pk", "status", "priority", "stage_entered_at", "submitted_at", "created_at"
+    )
     far = timezone.now() + timedelta(days=36500)
 
     def due(row) -> tuple[datetime, int]:
-        pk, status, priority, entered = row
+        pk, status, priority, stage_entered, submitted, created = row
+        entered = stage_entered or submitted or created  # as inbox_for's waiting_since
         stage = Stage.EXECUTIVE if status == Status.PENDING_EXECUTIVE else Stage.DIVISION
         return (due_at(stage, priority, entered) if entered else far, pk)
 

@@ -274,9 +274,10 @@ def _inbox_rows(request, params: dict):
     if sort != "due":
         page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
         return page, list(page.object_list)
-    page = Paginator(selectors.inbox_by_due(queryset), PAGE_SIZE).get_page(request.GET.get("page"))
-    by_id = {r.pk: r for r in queryset.filter(pk__in=page.object_list)}
-    return page, [by_id[pk] for pk in page.object_list if pk in by_id]
+    ids = Paginator(selectors.inbox_by_due(queryset), PAGE_SIZE).get_page(request.GET.get("page"))
+    wanted = list(ids.object_list)
+    by_id = {r.pk: r for r in queryset.filter(pk__in=wanted)}
+    return ids, [by_id[pk] for pk in wanted if pk in by_id]
 
 
 @login_required

@@ -326,8 +326,9 @@ def test_inbox_queries_are_bounded(
     client = web(division_lead)
 
     # session, user, roles (2), count, page, shares: capacity, allocations, shares, unread count;
-    # what approving would do: the pools' rows (6) for the simulation with and without each one
-    with django_assert_max_num_queries(18):
+    # what approving would do: the pools' rows (6) for the simulation with and without each one;
+    # the sort-and-filter form's pool and division choices (2)
+    with django_assert_max_num_queries(20):
         response = client.get(reverse("requests:inbox"))
     assert len(response.context["items"]) == min(n, 25)
 
