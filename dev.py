@@ -2,6 +2,7 @@
 """Allotment's developer entry point. Needs only Python 3.11+.
 
     python3 dev.py run     # the app with demo data, a Celery worker and beat, on embedded servers
+    python3 dev.py run --prod-like   # the same behind gunicorn + WhiteNoise, DEBUG off, /metrics
     python3 dev.py test    # the whole test suite on real PostgreSQL and Redis
     python3 dev.py bench   # benchmarks (see README)
 
@@ -256,10 +257,37 @@ def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
+def wait_http(url: str, seconds: float = 30) -> bool:
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def cmd_run(argv: list[str]) -> int:
+    prod_like = "--prod-like" in argv
+    argv = [a for a in argv if a != "--prod-like"]
     port = argv[0] if argv else os.environ.get("PORT", "8000")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.demo")
     os.environ.setdefault("ALLOTMENT_SITE_URL", f"http://127.0.0.1:{port}")
+    if prod_like:
+        # What a deployment runs (docs/deploy.md): gunicorn (config/gunicorn.py) serving hashed,
+        # compressed static files through WhiteNoise, DEBUG off, metrics over all processes.
+        os.environ["DEBUG"] = "False"
+        metrics_dir = Path(
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR / "prometheus"))
+        )
+        # Must exist before any process counts (migrate too); a previous run's files go.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ.setdefault("GUNICORN_BIND", f"127.0.0.1:{port}")
+        os.environ.setdefault("WEB_CONCURRENCY", "2")
     VAR.mkdir(exist_ok=True)
     children: list[subprocess.Popen] = []
     with contextlib.ExitStack() as stack:
@@ -268,8 +296,13 @@ def cmd_run(argv: list[str]) -> int:
         manage("collectstatic", "--noinput", "-v", "0")
         manage("seed_demo")
         py = sys.executable
+        web = (
+            [py, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
+            if prod_like
+            else [py, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+        )
         commands = {
-            "web": [py, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+            "web": web,
             "worker": [
                 py,
                 "-m",
@@ -300,6 +333,8 @@ def cmd_run(argv: list[str]) -> int:
         for name, command in commands.items():
             children.append(subprocess.Popen(command, cwd=ROOT, start_new_session=True))
             log(f"started {name} (pid {children[-1].pid})")
+            if name == "web" and prod_like and not wait_http(f"http://127.0.0.1:{port}/healthz"):
+                log("gunicorn did not answer /healthz")
         log(
             f"Allotment is up: http://127.0.0.1:{port}/  (users in README, password 'demo'); Ctrl-C stops everything"
         )

@@ -67,6 +67,8 @@ class Plan:
     refused: dict[int, Span] = field(default_factory=dict)  # fitted, but `accept` said no
     waiting: dict[int, str] = field(default_factory=dict)  # key -> why it waits
     reserved: dict[int, Span] = field(default_factory=dict)
+    # key -> the planning timeline it did not fit on (for allocator/waiting.py's numbers)
+    waited_on: dict[int, Timeline] = field(default_factory=dict)
     timeline: Timeline | None = None
 
 
@@ -177,6 +179,7 @@ def plan_queue(
                 plan.refused[demand.key] = span
             continue
         plan.waiting[demand.key] = why_waiting(planning, demand, horizon_days)
+        plan.waited_on[demand.key] = planning
         held = reservation(record, demand)
         if held is not None:
             plan.reserved[demand.key] = held

@@ -16,8 +16,8 @@ from common.charts import TimelineChart, TimelineItem, timeline_chart
 
 from .loaders import HOLDING_STATES as HOLDING_STATES  # callers have always found it here
 from .loaders import holding_allocations, load_pool_rows
-from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool
-from .timeline import Timeline
+from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool, Reclaim
+from .timeline import Span, Timeline
 
 
 def horizon() -> timedelta:
@@ -270,7 +270,24 @@ def pool_chart(
         fields=None,
     )
     allocations: list[Allocation] = rows.held[pool_id]
-    timeline = rows.timeline(pool_id, start)
+    # Scheduled reclaims are drawn ahead of time: the held line drops at their effective time
+    # and the part given back is a bar of its own.
+    pending = {
+        r.allocation_id: r
+        for r in Reclaim.objects.filter(
+            status=Reclaim.Status.SCHEDULED, allocation__in=[a.pk for a in allocations]
+        )
+    }
+    spans = []
+    for a in allocations:
+        r = pending.get(a.pk)
+        if r is None or not a.start < r.effective_at < a.end:
+            spans.append(Span(a.start, a.end, a.gpus))
+            continue
+        spans.append(Span(a.start, r.effective_at, a.gpus))
+        if r.new_gpus:
+            spans.append(Span(r.effective_at, min(r.new_end or a.end, a.end), r.new_gpus))
+    timeline = rows.timeline(pool_id, start, held=spans)
     items = []
     for a in allocations[:max_bars]:
         visible = can_see_project(user, a.project)
@@ -285,13 +302,27 @@ def pool_chart(
                 css="bar" if visible else "bar-confidential",
             )
         )
+        r = pending.get(a.pk)
+        if r is not None and r.effective_at < a.end:
+            back = a.gpus - r.new_gpus if r.new_gpus else a.gpus
+            cut = r.effective_at if back else (r.new_end or r.effective_at)
+            items.append(
+                TimelineItem(
+                    start=max(cut, a.start),
+                    end=a.end,
+                    label=f"Reclaim scheduled · {name} −{back or a.gpus}",
+                    title=f"Reclaim scheduled: {name} gives back {back or a.gpus} of {a.gpus}"
+                    f" GPUs from {cut:%Y-%m-%d %H:%M} UTC",
+                    css="bar-reclaim",
+                )
+            )
     return timeline_chart(
         [s for s in timeline.steps if s.at < end],
         items,
         start=start,
         end=end,
         now=now,
-        left_out=max(len(allocations) - len(items), 0),
+        left_out=max(len(allocations) - max_bars, 0),
     )
 
 

@@ -13,6 +13,8 @@ kwargs:
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 from django.dispatch import Signal
@@ -35,4 +37,51 @@ def request_ids_for_changes(change_ids: Iterable[int]) -> dict[int, int]:
         return found
     for _receiver, answer in change_origin_requested.send(sender=None, change_ids=ids):
         found.update(cast("dict[int, int]", answer) or {})
+    return found
+
+
+# The other way round: which change each request made, so compute ops name a destination by its
+# request number (the change id stays internal). kwargs: request_ids (list[int]); each receiver
+# returns {request id: change id}.
+change_of_request_requested = Signal()
+
+
+def change_ids_for_requests(request_ids) -> dict[int, int]:
+    """{request id: id of the change it made}; requests without a change are left out."""
+    ids = list(request_ids)
+    found: dict[int, int] = {}
+    if not ids:
+        return found
+    for _receiver, answer in change_of_request_requested.send(sender=None, request_ids=ids):
+        found.update(cast("dict[int, int]", answer) or {})
+    return found
+
+
+# Asked, not told: which allocations the enforcing system measured as idle (or far under their
+# GPUs), for the reclaim suggestions. allocator does not know its connectors (they import the
+# domain, never the reverse); allocator.connectors answers from its usage read-back
+# (connectors/usage.idle_usage_for, connected in its AppConfig). kwargs: allocation_ids
+# (list[int]), now (datetime); each receiver returns {allocation id: MeasuredUse}.
+allocation_usage_requested = Signal()
+
+
+@dataclass(frozen=True)
+class MeasuredUse:
+    """What an allocation's project ran over the last `hours` hours: `share` of its GPU-hours."""
+
+    share: float
+    hours: int
+
+
+def measured_idle(allocation_ids: Iterable[int], *, now: datetime) -> dict[int, MeasuredUse]:
+    """{allocation id: its measured use}, for those measured idle; empty when no connector is
+    installed or none measured them. Bounded queries for any number of allocations."""
+    ids = list(allocation_ids)
+    found: dict[int, MeasuredUse] = {}
+    if not ids:
+        return found
+    for _receiver, answer in allocation_usage_requested.send(
+        sender=None, allocation_ids=ids, now=now
+    ):
+        found.update(cast("dict[int, MeasuredUse]", answer) or {})
     return found

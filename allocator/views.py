@@ -18,7 +18,13 @@ from org.roles import roles_of
 from org.visibility import can_see_project
 
 from . import selectors, services
-from .forms import CapacityChangeForm, ReclaimForm, TransferForm, add_service_errors
+from .forms import (
+    CapacityChangeForm,
+    ReclaimForm,
+    ReleaseForm,
+    TransferForm,
+    add_service_errors,
+)
 from .models import Allocation, AllocationChange, CapacityChange, Pool
 
 
@@ -30,6 +36,8 @@ def pool_list(request):
 
 @login_required
 def pool_detail(request, pk):
+    from .scheduled import scheduled_reclaims_for_pool
+
     pool = get_object_or_404(Pool, pk=pk)
     now = timezone.now()
     queue = list(selectors.waiting_queue(pool.pk))
@@ -68,6 +76,8 @@ def pool_detail(request, pk):
             "queue": queue,
             "page": allocations,
             "capacity_changes": capacity_changes,
+            "scheduled": scheduled_reclaims_for_pool(pool.pk, user=request.user),
+            "is_ops": roles_of(request.user).is_compute_ops,
         },
     )
 
@@ -87,6 +97,7 @@ def _prefill(request) -> TransferForm | None:
 
 def _ops_context(request=None, **forms):
     from .forecast import reclaim_suggestions
+    from .scheduled import scheduled_reclaims
 
     failed = (
         AllocationChange.objects.filter(status=AllocationChange.Status.FAILED)
@@ -100,6 +111,7 @@ def _ops_context(request=None, **forms):
         "reclaim_form": forms.get("reclaim_form") or ReclaimForm(),
         "transfer_form": forms.get("transfer_form") or _prefill(request) or TransferForm(),
         "suggestions": reclaim_suggestions(),
+        "scheduled": scheduled_reclaims(),
         "pools": selectors.pools_status(),
         "settings_notice": settings.ALLOTMENT["RECLAIM_NOTICE_HOURS"],
     }
@@ -162,9 +174,9 @@ def _reclaim_or_transfer(request, form_class, key):
         else:
             messages.success(
                 request,
-                f"Reclaim of allocation #{reclaim.allocation_id} "
-                f"{'applied' if reclaim.status == 'applied' else 'scheduled'}; "
-                "the owners were told.",
+                f"Reclaim {'applied' if reclaim.status == 'applied' else 'scheduled'}: "
+                f"{services.allocation_words(allocation)}, "
+                f"{services.reclaim_effect_words(reclaim, allocation)}; the owners were told.",
             )
             return redirect("allocator:ops")
     return _ops_invalid(request, **{key: form})
@@ -198,21 +210,54 @@ def ops_retry(request, change_id):
 
 
 @login_required
-@require_POST
 def allocation_release(request, pk):
+    """GET: the confirmation page (all, some GPUs, or an earlier end); POST: release. A POST
+    without a choice releases everything (the page's default)."""
     try:
         allocation = selectors.allocation_get_for_user(request.user, pk)
     except Allocation.DoesNotExist as missing:
         raise Http404 from missing
-    try:
-        services.allocation_release(allocation_id=allocation.pk, actor=request.user)
-    except PermissionDenied:
-        raise
-    except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
+    if not roles_of(request.user).member_of(allocation.project.team_id):
+        raise PermissionDenied("Only members of the project's team can release its GPUs.")
+    label = services.allocation_words(allocation)
+    if request.method == "POST":
+        form = ReleaseForm(request.POST if request.POST.get("how") else {"how": "all"})
+        if form.is_valid():
+            data = form.cleaned_data
+            how = data["how"]
+            try:
+                services.allocation_release(
+                    allocation_id=allocation.pk,
+                    actor=request.user,
+                    gpus=data["gpus"] if how == "gpus" else None,
+                    end=data["end"] if how == "end" else None,
+                )
+            except ValidationError as error:
+                if not hasattr(error, "error_dict"):
+                    messages.error(request, " ".join(error.messages))
+                    return redirect("org:project-detail", allocation.project_id)
+                add_service_errors(form, error)
+            else:
+                messages.success(request, _released_words(how, data, label))
+                return redirect("org:project-detail", allocation.project_id)
+        status = 400
     else:
-        messages.success(request, f"Allocation #{allocation.pk} released; its GPUs are free.")
-    return redirect("org:project-detail", allocation.project_id)
+        form = ReleaseForm()
+        status = 200
+    return render(
+        request,
+        "allocator/release_confirm.html",
+        {"allocation": allocation, "label": label, "form": form},
+        status=status,
+    )
+
+
+def _released_words(how: str, data: dict, label: str) -> str:
+    if how == "gpus":
+        return f"{data['gpus']} GPUs given back from {label}; they are free now."
+    if how == "end":
+        return f"{label} now ends {data['end']:%Y-%m-%d %H:%M} UTC."
+    return f"Released {label}; its GPUs are free."
 
 
 @login_required

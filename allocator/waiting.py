@@ -213,6 +213,25 @@ def waiting_sentences(facts: WaitingFacts) -> str:
             out.append(f"Nothing on record frees {_gpus(facts.gpus)} for {days(facts.duration)}.")
         else:
             out.append(f"Nothing on record frees them before its end on {when(facts.end)}.")
+    sooner = sooner_sentence(facts)
+    if sooner:
+        out.append(sooner)
+    return " ".join(out)
+
+
+def short_sentence(facts: WaitingFacts) -> str:
+    """The first sentence of `waiting_sentences`: which instant is short, by how many."""
+    if facts.short_at is None:
+        return ""
+    return (
+        f"Only {facts.free_then} of the {facts.gpus} GPUs are free on {when(facts.short_at)}, "
+        f"{facts.short_by} short."
+    )
+
+
+def sooner_sentence(facts: WaitingFacts) -> str:
+    """What would serve it sooner: a start from a given date with its whole period, or fewer
+    GPUs now ("" when neither would)."""
     sooner = []
     if facts.fits_whole_from is not None and not (
         facts.flexible and facts.fits_whole_from == facts.fits_from
@@ -223,6 +242,4 @@ def waiting_sentences(facts: WaitingFacts) -> str:
         )
     if 0 < facts.most_gpus_now < facts.gpus:
         sooner.append(f"with {_gpus(facts.most_gpus_now)} now")
-    if sooner:
-        out.append("It could be served " + ", or ".join(sooner) + ".")
-    return " ".join(out)
+    return ("It could be served " + ", or ".join(sooner) + ".") if sooner else ""

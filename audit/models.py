@@ -49,3 +49,28 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit trail is append-only.")
+
+
+class AuditChainLink(models.Model):
+    """The audit trail's hash chain (tamper evidence; `manage.py ledger_verify` checks it).
+
+    One link per audit row: `hash` = sha256(`prev_hash` | the row's content), `prev_hash` the
+    previous link's hash. Editing, deleting or inserting an audit row out of band breaks the
+    chain from there on. Links are made after the fact by the database function
+    allotment_audit_link_pending() (migration 0004), run every few seconds by beat
+    (ops.tasks.audit_chain_link) and by ledger_verify: the chain is in the order rows were
+    linked, and writers never wait for it (a lock taken at commit deadlocked with the foreign
+    key checks PostgreSQL also runs at commit)."""
+
+    position = models.BigAutoField(primary_key=True)
+    event = models.OneToOneField(
+        AuditEvent, on_delete=models.PROTECT, related_name="chain_link", db_constraint=True
+    )
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self):
+        return f"link {self.position}: audit #{self.event_id} {self.hash[:12]}"

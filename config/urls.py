@@ -5,7 +5,6 @@ from django.urls import include, path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from common import views as core_views
 from front import views as front_views
 
 api_v1 = [
@@ -27,7 +26,7 @@ urlpatterns = [
     path("", include("front.urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
-    path("healthz", core_views.healthz, name="healthz"),
+    path("", include("ops.urls")),
     # Browsers ask for /favicon.ico on every page that names no icon (the admin, the API docs).
     path(
         "favicon.ico",
@@ -49,4 +48,5 @@ urlpatterns = [
 
 handler400 = "common.views.bad_request"
 handler404 = "common.views.not_found"
-handler500 = "common.views.server_error"
+# A database outage answers 503 (ops.views); anything else the app's 500.
+handler500 = "ops.views.server_error"

@@ -41,7 +41,9 @@ PROJECTS = [
 USERS = [
     ("rita", "Rita", "Researcher", ["pretraining", "alignment"], [], False),
     ("paul", "Paul", "Product", ["assistant", "search"], [], False),
-    ("rlead", "Rosa", "Lead", [], [("division_lead", "research")], False),
+    # rlead also researches on Alignment, so separation of duties shows: she files requests
+    # there and cannot decide their division stage.
+    ("rlead", "Rosa", "Lead", ["alignment"], [("division_lead", "research")], False),
     ("alead", "Arun", "Lead", [], [("division_lead", "applications")], False),
     ("exec", "Eve", "Executive", [], [("executive", None)], False),
     ("ops", "Otto", "Ops", [], [("compute_ops", None)], False),
@@ -251,6 +253,38 @@ def load_demo_requests(data: dict) -> list[str]:
         request_submit(user=users["rita"], request_id=req.pk)
         decide(req, "rlead", "approve", "Worth it.")
         decide(req, "exec", "approve", "Above the share, accepted for this sweep.")
+        apply(req)
+    # The queue at work on central/A100 (PRODUCT.md section 4, work conservation): the 200
+    # above cannot be placed on record (only 192 are free over its period), so it holds
+    # nothing, and small requests behind it are allocated at once from the idle GPUs.
+    if req := file(
+        "served-beside-8", "rita", "Atlas", "central/A100", 8, 10, goal="Tokenizer ablation"
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Small; the A100s are idle.")
+        apply(req)
+    if req := file(
+        "served-beside-16", "paul", "Harbor", "central/A100", 16, 14, goal="Reranker training"
+    ):
+        request_submit(user=users["paul"], request_id=req.pk)
+        decide(req, "alead", "approve", "Fits beside the big sweep.")
+        apply(req)
+    # waiting, served late: a fixed start 12 days out for 24 days; at most 192 GPUs are free
+    # until then, and 196 only when the 64-GPU Fjord allocation ends (day 30): served then, 18 days late, it
+    # would get 6 of its 24 days, and its page, notice and forecast say so in numbers.
+    if req := file(
+        "waiting-late",
+        "rita",
+        "Compass",
+        "central/A100",
+        196,
+        24,
+        goal="Reward-model distillation",
+        start=soon + timedelta(days=30 - 18),  # Fjord's 64 GPUs end at soon + 30 days
+    ):
+        request_submit(user=users["rita"], request_id=req.pk)
+        decide(req, "rlead", "approve", "Needed for the distillation milestone.")
+        decide(req, "exec", "approve", "Accepted above the share for this milestone.")
         apply(req)
     # pending_executive: 300 GPUs needs executive review after the lead's approval.
     if req := file(

@@ -17,6 +17,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.routers import SimpleRouter
 
 from audit.models import AuditEvent
+from common.inputs import ZonedDateTimeFilter
 from org.visibility import sees_every_project
 from requests_app.selectors import requests_visible_to
 
@@ -52,8 +53,8 @@ class AuditEventFilter(django_filters.FilterSet):
     object_id = django_filters.NumberFilter(min_value=0, max_value=2**63 - 1)
     action = django_filters.CharFilter()
     actor = django_filters.CharFilter(field_name="actor__username")
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    since = ZonedDateTimeFilter(field_name="at", lookup_expr="gte")
+    until = ZonedDateTimeFilter(field_name="at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

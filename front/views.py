@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from allocator.models import Allocation, CapacityChange, Pool
+from allocator.scheduled import scheduled_reclaims_for_project
 from allocator.selectors import horizon, pools_status
 from allocator.shares import balance, daily_load, pool_summaries
 from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
@@ -19,11 +20,45 @@ from org.models import Project
 from org.roles import roles_of
 from org.visibility import can_see_project
 from requests_app.models import ComputeRequest
-from requests_app.selectors import inbox_for, requests_visible_to
+from requests_app.selectors import forecasts_for, inbox_for, requests_visible_to
+from requests_app.workflow import Status
 
 EXPIRY_WINDOW = timedelta(days=14)
 UPCOMING_LIMIT = 10
 MY_REQUESTS_LIMIT = 10
+MY_GPUS_LIMIT = 20  # per list of "My GPUs"
+
+
+def my_gpus(user, team_ids, *, now) -> dict:
+    """ "My GPUs" (issue 12): what the user's teams hold now, what starts when, and what waits
+    with its expected start, in one glance. Bounded queries: held and scheduled allocations (1),
+    the teams' approved and waiting requests (1), their forecasts (allocator.forecast: a version
+    query, on a cache miss six more)."""
+    if not team_ids:
+        return {"held": [], "scheduled": [], "waiting": [], "held_gpus": 0}
+    allocations = list(
+        Allocation.objects.filter(
+            project__team_id__in=team_ids, state=Allocation.State.ACTIVE, end__gt=now
+        )
+        .select_related("pool", "project")
+        .order_by("start", "id")[: 2 * MY_GPUS_LIMIT]
+    )
+    held = [a for a in allocations if a.start <= now][:MY_GPUS_LIMIT]
+    scheduled = [a for a in allocations if a.start > now][:MY_GPUS_LIMIT]
+    waiting = list(
+        ComputeRequest.objects.filter(
+            project__team_id__in=team_ids, status__in=[Status.WAITING, Status.APPROVED]
+        )
+        .select_related("pool", "project", "change")
+        .order_by("approved_at", "id")[:MY_GPUS_LIMIT]
+    )
+    forecasts = forecasts_for(waiting, now=now)
+    return {
+        "held": held,
+        "scheduled": scheduled,
+        "waiting": [(r, forecasts.get(r.pk)) for r in waiting],
+        "held_gpus": sum(a.gpus for a in held),
+    }
 
 
 def _selected_pool(raw: str | None, pools: list[Pool]) -> Pool | None:
@@ -113,6 +148,7 @@ def overview(request):
     approvals_waiting = (
         inbox_for(user).count() if roles.is_division_lead or roles.is_executive else None
     )
+    gpus = my_gpus(user, roles.team_ids, now=now)
 
     return render(
         request,
@@ -130,6 +166,8 @@ def overview(request):
             "expiry_days": EXPIRY_WINDOW.days,
             "my_requests": my_requests,
             "approvals_waiting": approvals_waiting,
+            "my_gpus": gpus,
+            "is_researcher": bool(roles.team_ids),
             "days": days,
         },
     )
@@ -190,12 +228,15 @@ def project_detail(request, pk):
         "now": now,
     }
     if visible:
-        allocations = list(
+        # All allocations, newest end first, a page at a time; "GPUs held" sums over all of
+        # them in SQL (the page shows only some).
+        allocations = Paginator(
             project.allocations.select_related("pool", "change__request")
             # GPU-hours measured by the pool's scheduler connector (allocator.connectors).
             .prefetch_related("usage_days")
-            .order_by("-end", "-id")[:100]
-        )
+            .order_by("-end", "-id"),
+            50,
+        ).get_page(request.GET.get("allocations"))
         for allocation in allocations:
             days = list(allocation.usage_days.all())
             allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
@@ -205,11 +246,14 @@ def project_detail(request, pk):
                 allocation.end > now
             )
         context["allocations"] = allocations
-        context["gpus_held"] = sum(
-            a.gpus
-            for a in allocations
-            if a.state == Allocation.State.ACTIVE and a.start <= now < a.end
+        context["gpus_held"] = (
+            project.allocations.filter(
+                state=Allocation.State.ACTIVE, start__lte=now, end__gt=now
+            ).aggregate(total=Sum("gpus"))["total"]
+            or 0
         )
+        context["scheduled"] = scheduled_reclaims_for_project(project.pk, user=request.user)
+        context["is_ops"] = roles_of(request.user).is_compute_ops
         # requests_app's rule: the project's requests this viewer may see (drafts only to
         # the team).
         requests = requests_visible_to(request.user).filter(project=project)

@@ -15,6 +15,8 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.utils import timezone
 
+from telemetry import instruments
+
 from .models import Notification
 from .wording import subject_line
 
@@ -130,8 +132,10 @@ def notifications_email_due(
                 message.connection = mail
             mail.send_messages(messages)
     except Exception:  # an unreachable mail server must not undo a committed decision
+        instruments.notification_emails.labels("failed").inc(len(messages))
         logger.exception("could not send notification emails to %d people", len(messages))
         return 0
+    instruments.notification_emails.labels("sent").inc(len(messages))
     return len(messages)
 
 

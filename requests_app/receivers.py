@@ -54,6 +54,7 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
         )
         return
     reasons = list(reasons or [])
+    just_approved = req.status == Status.APPROVED
     before = {"status": req.status}
     req.status = target
     fields = ["status", "updated_at"]
@@ -78,6 +79,8 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
         after={"status": target, "change": change.pk, "reasons": reasons},
         message=message,
     )
+    if just_approved:
+        _approval_notice(req, change=change, outcome=outcome, reasons=reasons)
     if target == Status.PENDING_EXECUTIVE:
         from .services import executives_notify
 
@@ -85,3 +88,52 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
             request=req, round=req.round, stage=Stage.DIVISION
         ).select_related("decider")
         executives_notify(req, exclude=[s.decider for s in division_deciders])
+
+
+def _approval_notice(req: ComputeRequest, *, change, outcome: str, reasons: list[str]) -> None:
+    """The requester's notice of the approval, sent once the engine has settled it, so that it
+    says what happens: allocated (from when), waiting (until when and why), back to executive
+    review (why), or failed."""
+    from allocator.waiting import when
+    from notifications.models import Notification
+    from notifications.services import notify
+
+    from .services import _link
+
+    step = (
+        ApprovalStep.objects.filter(
+            request=req, round=req.round, decision=ApprovalStep.Decision.APPROVED
+        )
+        .select_related("decider")
+        .order_by("-decided_at", "-pk")
+        .first()
+    )
+    who = (
+        f"{step.decider} approved the {Stage(step.stage).label.lower()}"
+        if step is not None
+        else "The request was approved"
+    )
+    if outcome == Outcome.APPLIED and change.allocation is not None:
+        allocation = change.allocation
+        then = (
+            "They are allocated at once"
+            if allocation.start <= timezone.now()
+            else f"They are allocated from {when(allocation.start)}"
+        )
+        what = (
+            f"{then}: {allocation.gpus} GPUs of {req.pool.name} until {when(allocation.end)}."
+            + (" " + " ".join(reasons) if reasons else "")
+        )
+    elif outcome == Outcome.WAITING:
+        what = f"It waits in the {req.pool.name} queue. " + " ".join(reasons)
+    elif outcome == Outcome.NEEDS_REVIEW:
+        what = "It goes back to executive review: it " + "; it ".join(reasons) + "."
+    else:
+        what = "Applying it failed: " + "; ".join(reasons) + "."
+    notify(
+        recipients=[req.requester],
+        kind=Notification.Kind.DECIDED,
+        message=f"{who} of your request #{req.pk}. {what}".strip(),
+        link=_link(req),
+        dedupe_key=f"request-{req.pk}-approved-{step.pk if step is not None else change.pk}",
+    )

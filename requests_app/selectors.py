@@ -4,7 +4,7 @@ a bounded number of queries whatever the number of rows."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
@@ -17,6 +17,7 @@ from django_filters.widgets import BooleanWidget
 
 from accounts.delegations import acting_for
 from allocator.models import Allocation, DivisionShare, Pool
+from allocator.waiting import LateStart
 from audit.models import AuditEvent
 from org.models import Division, Team
 from org.roles import roles_of
@@ -239,6 +240,7 @@ class ShareEffect:
     capacity: int  # the pool's capacity at the instant of the peak
     peak_now: int  # the division's peak holding over the request's range, without it
     peak_after: int  # ... and with it
+    peak_at: datetime | None = None  # the instant of the peak: the percentages are of its capacity
 
     @staticmethod
     def _pct(part: int, whole: int) -> int | None:
@@ -259,6 +261,24 @@ class ShareEffect:
     @property
     def exceeds(self) -> bool:
         return self.peak_after > self.share
+
+    @property
+    def words(self) -> str:
+        """The effect in words, every percentage of the capacity at the instant it is about:
+        "On 3 Dec 2026 09:00 UTC, when west/H200 has 768 GPUs, Research holds 364 (47%) against
+        a share of 300 (39%); after approving, 664 (86%)"."""
+        from allocator.waiting import when
+
+        def pct(n):
+            p = self._pct(n, self.capacity)
+            return f" ({p}%)" if p is not None else ""
+
+        at = f"On {when(self.peak_at)}, its peak, when" if self.peak_at else "At its peak, when"
+        return (
+            f"{at} {self.pool} has {self.capacity} GPUs, {self.division} holds {self.peak_now}"
+            f"{pct(self.peak_now)} against a share of {self.share}{pct(self.share)}; after "
+            f"approving, {self.peak_after}{pct(self.peak_after)}"
+        )
 
 
 class _DivisionHeld(NamedTuple):
@@ -321,6 +341,7 @@ def share_effects(requests, *, now: datetime | None = None) -> dict[int, ShareEf
             capacity=check.capacity_at_peak,
             peak_now=check.peak_after - r.gpus,
             peak_after=check.peak_after,
+            peak_at=max(check.peak_at, r.start),
         )
     return effects
 
@@ -333,18 +354,52 @@ class RequestForecast:
     start: datetime | None  # the expected start of its allocation, or None
     reason: str  # in words, with the event that makes it fit or why it will not
     outcome: str  # "allocated", "review", "failed" or "scheduled" (allocated, starts later)
+    late: LateStart | None = None  # a fixed start served late runs only to its end
 
     assumptions = "Assumes no new approvals and no early releases."
+
+    @property
+    def days_served(self) -> float | None:
+        return _days(self.late.served) if self.late is not None else None
+
+    @property
+    def days_asked(self) -> float | None:
+        return _days(self.late.asked) if self.late is not None else None
+
+    @property
+    def late_words(self) -> str:
+        from allocator.waiting import late_start_words
+
+        return late_start_words(self.late) if self.late is not None else ""
+
+
+def _days(d: timedelta) -> float:
+    return round(d.total_seconds() / 86400, 1)
+
+
+def _sentence(text: str) -> str:
+    """A whole sentence: capitalised, with its full stop."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith(".") else f"{text}."
 
 
 def _forecast_words(o) -> tuple[datetime | None, str]:
     from allocator.forecast import when
+    from allocator.waiting import late_start_words
 
     if o.kind == "allocated":
-        return o.start, f"Expected to start {when(o.start)}, {o.reason}."
-    if o.kind == "review":
-        return None, f"Expected to be {o.reason}."
-    return None, f"{o.reason[0].upper()}{o.reason[1:]}."
+        words = [f"Expected to start {when(o.start)}, {o.reason}."]
+        if o.late is not None:
+            words.append(f"Served then, it {late_start_words(o.late)}.")
+    elif o.kind == "review":
+        words = [f"Expected to be {o.reason}."]
+    else:
+        words = [_sentence(o.reason)]
+    words.append(getattr(o, "detail", ""))  # outcomes cached before the field have none
+    return (o.start if o.kind == "allocated" else None), " ".join(w for w in words if w)
 
 
 def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, RequestForecast]:
@@ -368,7 +423,9 @@ def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, Request
             if o is None:
                 continue
             start, words = _forecast_words(o)
-            result[r.pk] = RequestForecast(start=start, reason=words, outcome=o.kind)
+            result[r.pk] = RequestForecast(
+                start=start, reason=words, outcome=o.kind, late=getattr(o, "late", None)
+            )
     allocated = [
         r
         for r in requests
@@ -417,12 +474,23 @@ class Delay:
 
 
 @dataclass(frozen=True)
+class Competitor:
+    """Another request pending review on the same pool, and what becomes of this one if that
+    one is approved first."""
+
+    request_id: int
+    gpus: int
+    sentence: str  # "If #5 (300 GPUs) is approved first, this one waits until …"
+
+
+@dataclass(frozen=True)
 class ApprovalImpact:
     effect: ShareEffect | None
     outcome: str  # "at_once", "later", "waits", "review", "never"
     start: datetime | None
     sentence: str
     delays: list[Delay]
+    competitors: list[Competitor] = field(default_factory=list)
 
     assumptions = "Assumes no new approvals and no early releases."
 
@@ -434,11 +502,17 @@ def _impact_sentence(outcome, now) -> tuple[str, str]:
         if outcome.start <= now + timedelta(minutes=1):
             return "at_once", "It would be allocated at once."
         return "later", f"It would be allocated at once, from {when(outcome.start)}."
+    detail = getattr(outcome, "detail", "")  # why it would wait, what would serve it sooner
     if outcome.kind == "allocated":
-        return "waits", (f"It would wait, then start {when(outcome.start)}, {outcome.reason}.")
+        from allocator.waiting import late_start_words
+
+        words = [f"It would wait, then start {when(outcome.start)}, {outcome.reason}."]
+        if outcome.late is not None:
+            words.append(f"Served then, it {late_start_words(outcome.late)}.")
+        return "waits", " ".join([*words, detail]).strip()
     if outcome.kind == "review":
         return "review", f"At apply time it would be {outcome.reason}."
-    return "never", f"It would wait: {outcome.reason}."
+    return "never", f"It would wait. {_sentence(outcome.reason)} {detail}".strip()
 
 
 def _as_change(r, now: datetime):
@@ -536,10 +610,12 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
         if delayed_changes
         else {}
     )
+    competition = _competition(requests, cached, keys, user=user, now=now)
     result = {}
     for r in requests:
         kind, sentence, start, delays, labels = cached[keys[r.pk]]
         result[r.pk] = ApprovalImpact(
+            competitors=competition.get(r.pk, []),
             effect=effects.get(r.pk),
             outcome=kind,
             start=start,
@@ -557,9 +633,103 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     return result
 
 
+MAX_COMPETITORS = 3  # per request: the preview names the oldest few pending on its pool
+
+
+def _competition(requests, cached, keys, *, user, now: datetime) -> dict[int, list[Competitor]]:
+    """For each request, the other requests pending review on the same pool that the user may
+    see (the oldest few), and what becomes of this one if such a request is approved first:
+    each is simulated with both approved, the other one first. Cached like the impacts (the
+    pool's version, both requests as they would be approved). Queries: the competitors (1),
+    and on a cache miss the pools' rows (6)."""
+    import hashlib
+
+    from django.core.cache import cache
+
+    from allocator import forecast
+
+    pool_ids = {r.pool_id for r in requests}
+    rivals = list(
+        requests_visible_to(user)
+        .filter(
+            pool_id__in=pool_ids,
+            status__in=[Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE],
+        )
+        .select_related("project__team__division")
+        .order_by("stage_entered_at", "pk")
+    )
+    others = {
+        r.pk: [c for c in rivals if c.pool_id == r.pool_id and c.pk != r.pk][:MAX_COMPETITORS]
+        for r in requests
+    }
+    others = {pk: cs for pk, cs in others.items() if cs}
+    if not others:
+        return {}
+    ckeys = {}
+    for r in requests:
+        if r.pk in others:
+            rival_keys = "|".join(
+                _impact_key(_as_change(c, now), "", c.pool_id) for c in others[r.pk]
+            )
+            digest = hashlib.sha1(f"{keys[r.pk]}|{rival_keys}".encode()).hexdigest()
+            ckeys[r.pk] = f"compete:{digest}"
+    found = cache.get_many(list(ckeys.values()))
+    missing = [r for r in requests if r.pk in ckeys and ckeys[r.pk] not in found]
+    if missing:
+        states = forecast.load_pools({r.pool_id for r in missing}, now=now)
+        fresh = {
+            ckeys[r.pk]: _compete(r, others[r.pk], states[r.pool_id], cached[keys[r.pk]], now)
+            for r in missing
+        }
+        cache.set_many(fresh, forecast.CACHE_SECONDS)
+        found.update(fresh)
+    return {pk: found[key] for pk, key in ckeys.items()}
+
+
+def _compete(r, others, state, alone, now: datetime) -> list[Competitor]:
+    from allocator import forecast
+    from allocator.waiting import late_start_words
+
+    alone_kind, _, alone_start, _, _ = alone
+    mine = _as_change(r, now + timedelta(microseconds=1))  # approved just after the other
+    result = []
+    for c in others:
+        with_both = forecast.simulate(state.with_changes(extra=[_as_change(c, now), mine]), now=now)
+        o = with_both.outcomes[mine.pk]
+        kind, _ = _impact_sentence(o, now)
+        if kind == alone_kind and o.start == alone_start:
+            continue
+        if o.allocated:
+            then = f"this one waits until {forecast.when(o.start)}"
+            if o.late is not None:
+                then += f" and {late_start_words(o.late)}"
+        elif o.kind == "review":
+            then = "this one goes to executive review at apply time"
+        else:
+            then = "this one is not served within the horizon"
+        result.append(
+            Competitor(
+                request_id=c.pk,
+                gpus=c.gpus,
+                sentence=f"If #{c.pk} ({c.gpus} GPUs) is approved first, {then}.",
+            )
+        )
+    return result
+
+
 def request_ids_for_changes(sender=None, *, change_ids, **kwargs) -> dict[int, int]:
     """allocator's question (allocator.signals.change_origin_requested): which request made
     each of these changes. Ids only, nothing confidential."""
     return dict(
         ComputeRequest.objects.filter(change_id__in=change_ids).values_list("change_id", "pk")
+    )
+
+
+def change_ids_for_requests(sender=None, *, request_ids, **kwargs) -> dict[int, int]:
+    """allocator's question (allocator.signals.change_of_request_requested): which change each
+    of these requests made. Ids only."""
+    return dict(
+        ComputeRequest.objects.filter(pk__in=request_ids, change__isnull=False).values_list(
+            "pk", "change_id"
+        )
     )

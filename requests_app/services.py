@@ -11,7 +11,7 @@ Errors: `ValidationError` (bad input, per field), `NotAllowed` (403: who asks ma
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -330,6 +330,17 @@ def executive_reasons(req: ComputeRequest) -> list[str]:
         reasons.append(f"asks for {req.gpus} GPUs, at or above the {large}-GPU large-request mark")
     if req.priority == ComputeRequest.Priority.URGENT:
         reasons.append("is marked urgent")
+    # Executive review, not a division-review warning: GPUs held past the date the project was
+    # planned to end are taken from everyone else's future, a cross-division question, and a
+    # lead approving their own division's overrun is the case the second stage exists for.
+    expected_end = req.project.expected_end
+    if expected_end is not None and end is not None:
+        project_ends = datetime.combine(expected_end + timedelta(days=1), time.min, tzinfo=UTC)
+        if end > project_ends:
+            reasons.append(
+                f"runs until {end.astimezone(UTC):%Y-%m-%d}, after project {req.project.name}'s "
+                f"expected end ({expected_end:%Y-%m-%d})"
+            )
     return reasons
 
 
@@ -553,9 +564,13 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         _cancel_returned_change(req, actor=user)
     req.save(update_fields=update_fields)
 
+    if target == Status.APPROVED:
+        # What approval leads to (allocated from when, waiting until when and why, back to
+        # executive review) is known only once the engine has applied it: the requester is
+        # told then, by receivers.on_change_settled.
+        return req
     outcome = {
         Status.PENDING_EXECUTIVE: "it now goes to executive review",
-        Status.APPROVED: "it is approved and will be allocated shortly",
         Status.REJECTED: "it is rejected",
         Status.CHANGES_REQUESTED: "please edit and resubmit it",
     }[target]

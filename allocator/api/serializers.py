@@ -5,7 +5,9 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange
+from common.inputs import ZonedDateTimeField
+
+from ..models import MAX_GPUS, MAX_NOTICE_HOURS, Allocation, CapacityChange, Reclaim
 from ..signals import request_ids_for_changes
 
 
@@ -49,14 +51,54 @@ class AllocationListSerializer(serializers.ListSerializer):
         self.child.request_ids = request_ids_for_changes(
             {a.change_id for a in items if a.change_id}
         )
+        self.child.pending = _pending_reclaims([a.pk for a in items])
         return super().to_representation(items)
+
+
+def _pending_reclaims(allocation_ids) -> dict[int, list[dict]]:
+    """Scheduled reclaims of these allocations, two queries whatever their number."""
+    rows = list(
+        Reclaim.objects.filter(
+            allocation_id__in=allocation_ids, status=Reclaim.Status.SCHEDULED
+        ).order_by("effective_at", "id")
+    )
+    requests = request_ids_for_changes({r.transfer_to_id for r in rows if r.transfer_to_id})
+    found: dict[int, list[dict]] = {}
+    for r in rows:
+        found.setdefault(r.allocation_id, []).append(
+            {
+                "id": r.pk,
+                "new_gpus": r.new_gpus,
+                "new_end": r.new_end,
+                "effective_at": r.effective_at,
+                "reason": r.reason,
+                "transfer_to": requests.get(r.transfer_to_id) if r.transfer_to_id else None,
+            }
+        )
+    return found
+
+
+class PendingReclaimOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    new_gpus = serializers.IntegerField(help_text="GPUs the allocation keeps (0: all go back).")
+    new_end = serializers.DateTimeField(allow_null=True, help_text="Shortened to this end.")
+    effective_at = serializers.DateTimeField()
+    reason = serializers.CharField()
+    transfer_to = serializers.IntegerField(
+        allow_null=True,
+        help_text="The request (its number) the GPUs go to; null: back to the pool.",
+    )
 
 
 class AllocationSerializer(serializers.ModelSerializer):
     request = serializers.SerializerMethodField()
+    pending_reclaims = serializers.SerializerMethodField(
+        help_text="Reclaims and transfers scheduled on it that have not taken effect yet."
+    )
     gpu_hours_used = serializers.SerializerMethodField()
     enforcement = serializers.SerializerMethodField()
     request_ids: dict[int, int] | None = None  # set by AllocationListSerializer
+    pending: dict[int, list[dict]] | None = None  # set by AllocationListSerializer
 
     class Meta:
         model = Allocation
@@ -69,6 +111,7 @@ class AllocationSerializer(serializers.ModelSerializer):
             "end",
             "state",
             "request",
+            "pending_reclaims",
             "gpu_hours_used",
             "enforcement",
         ]
@@ -114,16 +157,26 @@ class AllocationSerializer(serializers.ModelSerializer):
             return request_ids_for_changes([allocation.change_id]).get(allocation.change_id)
         return self.request_ids.get(allocation.change_id)
 
+    @extend_schema_field(PendingReclaimOut(many=True))
+    def get_pending_reclaims(self, allocation) -> list[dict]:
+        pending = self.pending if self.pending is not None else _pending_reclaims([allocation.pk])
+        return list(PendingReclaimOut(pending.get(allocation.pk, []), many=True).data)
+
 
 class ReclaimInputSerializer(serializers.Serializer):
     new_gpus = serializers.IntegerField(min_value=0, max_value=MAX_GPUS)
-    new_end = serializers.DateTimeField(required=False, allow_null=True)
+    new_end = ZonedDateTimeField(required=False, allow_null=True)
     reason = serializers.CharField(max_length=2000)
     notice = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_NOTICE_HOURS, help_text="Hours."
     )
     transfer_to = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="An approved change's id."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="Give the GPUs to this request (its number): approved, pending or waiting, "
+        "same pool. Omitted: back to the pool.",
     )
 
 
@@ -134,8 +187,26 @@ class ReclaimOutputSerializer(serializers.Serializer):
     new_end = serializers.DateTimeField()
     effective_at = serializers.DateTimeField()
     reason = serializers.CharField()
-    transfer_to = serializers.IntegerField(source="transfer_to_id", allow_null=True)
+    transfer_to = serializers.SerializerMethodField(
+        help_text="The request (its number) the GPUs go to; null: back to the pool."
+    )
     status = serializers.CharField()
+
+    def get_transfer_to(self, reclaim) -> int | None:
+        if reclaim.transfer_to_id is None:
+            return None
+        return request_ids_for_changes([reclaim.transfer_to_id]).get(reclaim.transfer_to_id)
+
+
+class ReleaseInputSerializer(serializers.Serializer):
+    """Nothing: release all now. `gpus`: give back that many from now on. `end`: end earlier."""
+
+    gpus = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_GPUS, help_text="GPUs to give back from now."
+    )
+    end = ZonedDateTimeField(
+        required=False, help_text="End the allocation at this earlier time (with a time zone)."
+    )
 
 
 class CapacityChangeSerializer(serializers.ModelSerializer):
@@ -149,5 +220,5 @@ class CapacityChangeInputSerializer(serializers.Serializer):
     pool = serializers.IntegerField(min_value=1)
     kind = serializers.ChoiceField(choices=CapacityChange.Kind.choices)
     delta = serializers.IntegerField(min_value=-MAX_GPUS, max_value=MAX_GPUS)
-    effective_at = serializers.DateTimeField()
+    effective_at = ZonedDateTimeField()
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

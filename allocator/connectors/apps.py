@@ -8,4 +8,9 @@ class ConnectorsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from allocator.signals import allocation_usage_requested
+
         from . import receivers  # noqa: F401 — connects the ledger receiver
+        from .usage import idle_usage_for
+
+        allocation_usage_requested.connect(idle_usage_for, dispatch_uid="connectors-idle-usage")

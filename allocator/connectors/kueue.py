@@ -4,7 +4,10 @@ Slurm limits — the GPUs each project holds now (services.desired_gpus).
 
 - one ResourceFlavor per pool (`east-h100`), selecting nodes labelled `allotment.io/pool`;
 - one ClusterQueue per project holding GPUs, in the cohort of its division, with a nominal
-  quota of `nvidia.com/gpu` per pool (flavour) equal to what it holds there;
+  quota of `nvidia.com/gpu` per pool (flavour) equal to what it holds there — 0 while an
+  allocation of its there has not reached its end yet (it starts later, or was released or
+  reclaimed to nothing before its end), so a GitOps tool keeps the queues rather than deleting
+  them and recreating them when the GPUs arrive;
 - one LocalQueue per project, in the namespace named after the project, pointing at it.
 """
 
@@ -15,11 +18,11 @@ from collections import defaultdict
 from datetime import datetime
 
 import yaml
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from allocator.models import Pool
-from allocator.selectors import holding_allocations
+from allocator.models import Allocation, Pool
+from allocator.selectors import HOLDING_STATES, holding_allocations
 from org.models import Project
 
 API_VERSION = "kueue.x-k8s.io/v1beta1"
@@ -44,6 +47,19 @@ def kueue_objects(*, at: datetime | None = None) -> list[dict]:
         .order_by()
     )
     quota: dict[int, dict[int, int]] = defaultdict(dict)
+    # Given back early, the allocation's own end is cut at the release: the end it was granted
+    # (or extended) to is on its ledger.
+    given_back = [Allocation.State.RELEASED, Allocation.State.RECLAIMED]
+    for project_id, pool_id in (
+        Allocation.objects.filter(
+            Q(state__in=[*HOLDING_STATES, *given_back], end__gt=at)
+            | Q(state__in=given_back, ledger__end__gt=at)
+        )
+        .values_list("project_id", "pool_id")
+        .distinct()
+        .order_by()
+    ):
+        quota[project_id][pool_id] = 0
     for row in held:
         quota[row["project_id"]][row["pool_id"]] = row["total"]
     projects = (

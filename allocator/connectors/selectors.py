@@ -87,3 +87,11 @@ def connectors_overview() -> list[PoolConnector]:
             for pa in c.accounts.all()
         ]
     return connectors
+
+
+def intents_backlog() -> int:
+    """Enforcement intents that are due and not yet applied: the backlog /readyz reports
+    (ALLOTMENT_OPS["CONNECTOR_BACKLOG"] names this function)."""
+    return EnforcementIntent.objects.filter(
+        status=EnforcementIntent.Status.PENDING, effective_at__lte=timezone.now()
+    ).count()

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from allocator.models import Allocation
 from allocator.selectors import HOLDING_STATES, holding_allocations
+from allocator.signals import MeasuredUse
 from audit.services import audit_record
 
 from .models import AllocationUsage, PoolAccount, PoolConnector
@@ -164,9 +165,11 @@ def idle_notify(*, pool_ids, now: datetime | None = None) -> int:
     return len(idle)
 
 
-def idle_allocations(*, now: datetime | None = None, pool_ids=None) -> dict[int, float]:
+def idle_allocations(
+    *, now: datetime | None = None, pool_ids=None, allocation_ids=None
+) -> dict[int, float]:
     """Allocations held for at least IDLE_HOURS whose measured use over the last IDLE_HOURS is
-    below IDLE_USE_BELOW of their GPU-hours: {allocation id: share used}."""
+    below IDLE_USE_BELOW of their GPU-hours: {allocation id: share used}. Two queries."""
     conf = settings.ALLOTMENT_CONNECTORS
     now = now or timezone.now()
     hours = conf["IDLE_HOURS"]
@@ -174,6 +177,8 @@ def idle_allocations(*, now: datetime | None = None, pool_ids=None) -> dict[int,
     candidates = holding_allocations().filter(start__lte=since, end__gt=now)
     if pool_ids is not None:
         candidates = candidates.filter(pool_id__in=pool_ids)
+    if allocation_ids is not None:
+        candidates = candidates.filter(pk__in=allocation_ids)
     candidates = candidates.filter(usage_days__isnull=False).distinct()
     measured = dict(
         AllocationUsage.objects.filter(
@@ -193,6 +198,16 @@ def idle_allocations(*, now: datetime | None = None, pool_ids=None) -> dict[int,
         if share < conf["IDLE_USE_BELOW"]:
             idle[a.pk] = share
     return idle
+
+
+def idle_usage_for(sender, *, allocation_ids, now, **kwargs) -> dict[int, MeasuredUse]:
+    """The domain's question (allocator.signals.allocation_usage_requested): which of these
+    allocations were measured idle, and how much of their GPU-hours they used."""
+    hours = settings.ALLOTMENT_CONNECTORS["IDLE_HOURS"]
+    return {
+        pk: MeasuredUse(share=share, hours=hours)
+        for pk, share in idle_allocations(now=now, allocation_ids=allocation_ids).items()
+    }
 
 
 # --- the usage report -------------------------------------------------------------------------

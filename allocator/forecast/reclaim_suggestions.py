@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from ..loaders import load_pool_rows
 from ..models import Allocation, AllocationChange
-from ..signals import request_ids_for_changes
+from ..signals import MeasuredUse, measured_idle, request_ids_for_changes
 from ..timeline import Span
 from .words import project_label, when
 
@@ -27,6 +27,10 @@ class ReclaimStep:
     gpus: int
     keep: int  # GPUs it would keep (0: all go back)
     why: str  # why this one: winding down, ends soon, low priority
+
+    @property
+    def take(self) -> int:
+        return self.gpus - self.keep
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,11 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
     """For the first waiting urgent or high-priority requests: the least-harm set of reclaims
     that would let each start by the earliest date a reclaim can take effect (now plus the
     notice period, RECLAIM_NOTICE_HOURS) or its own start if later, on the pool alone (a
-    transfer places it ahead of the queue). Least harm: projects that are ended or winding down
-    first, then the nearest expected end, then the lowest priority; unneeded picks are dropped
-    and the last one only shrinks by what is missing. Suggestions only — ops decides. Four
-    queries."""
+    transfer places it ahead of the queue). Least harm: allocations the cluster measured idle
+    (or far under their GPUs) first, the least used first; then projects that are ended or
+    winding down, then the nearest expected end, then the lowest priority; unneeded picks are
+    dropped and the last one only shrinks by what is missing. Suggestions only — ops decides.
+    Four queries, and what the usage read-back costs (two with the connectors app)."""
     from ..models import Priority
 
     now = now or timezone.now()
@@ -106,6 +111,16 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
         row=HeldAllocation,
     )
     requests = request_ids_for_changes([c.pk for c in urgent])
+    # Asked once for every pool: only an allocation that has started can have been measured.
+    idle = measured_idle(
+        sorted(
+            r.id
+            for rows in rows_of.held.values()
+            for r in rows
+            if r.state == Allocation.State.ACTIVE and r.start <= now
+        ),
+        now=now,
+    )
     out = []
     for change in urgent:
         rows: list[HeldAllocation] = rows_of.held[change.pool_id]
@@ -145,6 +160,8 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
                 and r.end > start
             ),
             key=lambda r: (
+                r.id not in idle,
+                idle[r.id].share if r.id in idle else 0.0,
                 _STATE_ORDER.get(r.project_state, 3),
                 r.project_expected_end or datetime.max.date(),
                 r.priority if r.priority is not None else 0,
@@ -187,6 +204,8 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
             )
             take = min(r.gpus, missing) if r is chosen[-1] else r.gpus
             reasons = []
+            if r.id in idle:
+                reasons.append(_used_words(idle[r.id], r.gpus))
             if r.project_state in ("ended", "winding_down"):
                 reasons.append(f"project {r.project_state.replace('_', ' ')}")
             if r.project_expected_end is not None:
@@ -210,3 +229,10 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
             )
         )
     return out
+
+
+def _used_words(use: MeasuredUse, gpus: int) -> str:
+    """The share of GPU-hours as GPUs kept busy: "used 3 of 64 GPUs over the last 24 hours"."""
+    busy = use.share * gpus
+    amount = "under 1" if 0 < busy < 0.5 else f"{busy:.0f}"
+    return f"used {amount} of {gpus} GPUs over the last {use.hours} hours"

@@ -42,7 +42,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -54,6 +54,7 @@ from ..models import Allocation, CapacityChange
 from ..planning import Demand, demand_for, fit_start, reservation, share_refusal
 from ..selectors import horizon, queue_key, share_check_on
 from ..timeline import Span, Timeline
+from ..waiting import LateStart, late_start, short_sentence, sooner_sentence, waiting_facts
 from .state import PoolState, SimAllocation, SimChange, Status, load_pools
 from .words import duration_words, when
 
@@ -70,6 +71,11 @@ class ForecastOutcome:
     start: datetime | None  # of the allocation, for "allocated"
     end: datetime | None
     reason: str
+    # A fixed start served after it: it runs only to its end (allocator/waiting.py).
+    late: LateStart | None = None
+    # Whole sentences for a change that waits now: the short instant, and what would serve it
+    # sooner (a start from a given date, fewer GPUs now).
+    detail: str = ""
 
     @property
     def allocated(self) -> bool:
@@ -124,6 +130,8 @@ class _Simulation:
         self.cascades: dict[str, int] = {}  # why re-planning went on behind a change (a figure)
         self.instants: list[datetime] = []
         self.notes: dict[datetime, list[str]] = defaultdict(list)  # what happens at an instant
+        # change id -> (the timeline, its demand) where it waited at `now`: why it waits now
+        self.waited_now: dict[int, tuple[Timeline, Demand]] = {}
         self.pending = sorted(
             (c for c in state.changes if c.status == Status.PENDING),
             key=lambda c: (c.approved_at, c.pk),
@@ -184,7 +192,7 @@ class _Simulation:
         demand, problem = demand_for(change, t, self.allocations, horizon=self.flex_horizon)
         if problem:
             if entry.why_on is not None:  # it waited: say what it waited for
-                problem = f"not within the horizon: {self._why_of(entry)}"
+                problem = f"Not served within the horizon. {self._why_of(entry)}"
             self._settle(change, "failed", t, reason=problem)
             return None
         return demand
@@ -222,6 +230,8 @@ class _Simulation:
         held = reservation(timeline, demand)
         entry.held = held
         entry.why_on = timeline  # the words are made only when needed (`_why_of`)
+        if t == self.now:
+            self.waited_now.setdefault(change.pk, (timeline, demand))
         entry.unblock = entry.reserve_from = entry.closes = None
         if demand.latest_start is not None:  # flexible
             entry.closes = demand.latest_start + TICK
@@ -239,18 +249,16 @@ class _Simulation:
         return self._why(entry.why_on, entry.demand)
 
     def _why(self, timeline: Timeline, demand: Demand) -> str:
+        """Why it waits on `timeline`, in whole sentences (allocator/waiting.py's words)."""
         if demand.flexible:
             return (
-                f"the pool never has {demand.gpus} GPUs free for {duration_words(demand.duration)} "
-                f"starting before {when(demand.latest_start)}"
+                f"The pool never has {demand.gpus} GPUs free for "
+                f"{duration_words(demand.duration)} starting before {when(demand.latest_start)}."
             )
-        short = timeline.shortfall(demand.gpus, demand.start, demand.end)
-        if short is None:
-            return ""
-        return (
-            f"only {max(short.free, 0)} of the {demand.gpus} GPUs are free at "
-            f"{when(max(short.at, demand.start))}"
-        )
+        return short_sentence(self._facts(timeline, demand))
+
+    def _facts(self, timeline: Timeline, demand: Demand):
+        return waiting_facts(timeline, demand, horizon_end=self.now + self.flex_horizon)
 
     def _allocate(self, change: SimChange, span: Span, t: datetime) -> None:
         if change.kind == "extension":
@@ -271,7 +279,10 @@ class _Simulation:
         self.base = self.base.with_span(span)
         if change.division_id in self.divisions:
             self.divisions[change.division_id] = self.divisions[change.division_id].with_span(span)
-        self._settle(change, "allocated", t, span=span)
+        late = None
+        if change.kind != "extension" and not change.flexible_start:
+            late = late_start(change.start, change.end, span.start)
+        self._settle(change, "allocated", t, span=span, late=late)
 
     def _settle(
         self,
@@ -281,6 +292,7 @@ class _Simulation:
         *,
         span: Span | None = None,
         reason: str = "",
+        late: LateStart | None = None,
     ) -> None:
         self.outcomes[change.pk] = ForecastOutcome(
             change_id=change.pk,
@@ -289,6 +301,7 @@ class _Simulation:
             start=span.start if span else None,
             end=span.end if span else None,
             reason=reason,
+            late=late,
         )
 
     # Serving the queue at an instant.
@@ -521,10 +534,10 @@ class _Simulation:
 
     def _never(self, entry: _Entry, t: datetime) -> None:
         change = entry.change
-        why = self._why_of(entry) or "the GPUs are never free for its whole period"
+        why = self._why_of(entry) or "The GPUs are never free for its whole period."
         if not change.flexible_start and change.kind != "extension":
-            why = f"{why}; it needs them until {when(change.end)}"
-        self._settle(change, "failed", None, reason=f"not within the horizon: {why}")
+            why = f"{why} It needs them until {when(change.end)}."
+        self._settle(change, "failed", None, reason=f"Not served within the horizon. {why}")
 
     # Reasons in words.
 
@@ -550,6 +563,8 @@ class _Simulation:
                     "reaches its end date"
                 )
         for key, o in list(self.outcomes.items()):
+            if key in self.waited_now and o.kind != "review":
+                self.outcomes[key] = o = replace(o, detail=self._detail(key, o.kind))
             if o.kind != "allocated" or o.reason:
                 continue
             assert o.start is not None and o.decided_at is not None  # an allocation has both
@@ -564,9 +579,17 @@ class _Simulation:
                 what = events[0] if events else "GPUs free up"
                 more = f" (and {len(events) - 1} more)" if len(events) > 1 else ""
                 reason = f"when {what}{more} on {when(o.decided_at)}"
-            self.outcomes[key] = ForecastOutcome(
-                o.change_id, o.kind, o.decided_at, o.start, o.end, reason
-            )
+            self.outcomes[key] = replace(o, reason=reason)
+
+    def _detail(self, change_id: int, kind: str) -> str:
+        """Why a change waits now (its failure reason says so already) and what would serve it
+        sooner, in whole sentences."""
+        timeline, demand = self.waited_now[change_id]
+        facts = self._facts(timeline, demand)
+        parts = [sooner_sentence(facts)]
+        if kind == "allocated" and not demand.flexible:
+            parts.insert(0, short_sentence(facts))
+        return " ".join(p for p in parts if p)
 
 
 def simulate(state: PoolState, *, now: datetime) -> Forecast:

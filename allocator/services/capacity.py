@@ -101,11 +101,20 @@ def _decrease_blockers(pool: Pool, gpus: int, effective_at: datetime) -> str:
     ]
     at, _, held_gpus, left = short[0]
     names = ", ".join(
-        f"#{a.pk} ({a.project}, {a.gpus} GPUs, {fmt(a.start)} → {fmt(a.end)})" for a in in_way[:20]
+        f"{a.project}'s {a.gpus} GPUs ({fmt(a.start)} → {fmt(a.end)})" for a in in_way[:20]
     )
     more = f" and {len(in_way) - 20} more" if len(in_way) > 20 else ""
-    return (
-        f"Refused: removing {gpus} GPUs from {pool} from {fmt(effective_at)} would leave "
-        f"{max(left, 0)} GPUs while {held_gpus} are allocated at {fmt(at)}. "
-        f"Allocations in the way: {names}{more}."
-    )
+    if left < 0:
+        # Below zero whatever is allocated: say what it would leave, not a clamped 0.
+        refusal = (
+            f"Refused: removing {gpus} GPUs from {pool} from {fmt(effective_at)} would leave "
+            f"{left} GPUs: it has only {left + gpus} at {fmt(at)}."
+        )
+    else:
+        refusal = (
+            f"Refused: removing {gpus} GPUs from {pool} from {fmt(effective_at)} would leave "
+            f"{left} GPUs while {held_gpus} are allocated at {fmt(at)}."
+        )
+    if in_way:
+        refusal += f" Allocations in the way: {names}{more}."
+    return refusal

@@ -21,12 +21,13 @@ from notifications.services import notify
 
 from .. import locks
 from ..faults import fault_point
-from ..models import Allocation, AllocationChange, LedgerEntry, Pool
+from ..models import Allocation, AllocationChange, CapacityChange, LedgerEntry, Pool
 from ..outcomes import Outcome
 from ..planning import Demand, demand_for, plan_queue, share_refusal
-from ..selectors import horizon, pool_timeline, queue_key, share_check
+from ..selectors import holding_allocations, horizon, pool_timeline, queue_key, share_check
 from ..signals import change_settled
 from ..timeline import Span
+from ..waiting import Freeing, freeings_of, waiting_facts, waiting_sentences
 from .records import Status, compute_ops_users, fmt, ledger, project_link, team_members
 
 
@@ -179,12 +180,59 @@ def _plan_and_settle(
     plan = plan_queue(
         timeline, demands, accept=accept, horizon_days=settings.ALLOTMENT["HORIZON_DAYS"]
     )
-    for key, why in plan.waiting.items():
+    newly_waiting = [key for key in plan.waiting if by_key[key].status != Status.WAITING]
+    freeings = _freeings(pool.pk, now=now) if newly_waiting else []
+    demand_of = {d.key: d for d in demands}
+    for key in plan.waiting:
         change = by_key[key]
-        if change.status != Status.WAITING:
-            _settle_waiting(change, reason=why)
+        if key in newly_waiting:
+            _settle_waiting(
+                change,
+                reason=waiting_reason(
+                    change, demand_of[key], plan.waited_on[key], freeings=freeings, now=now
+                ),
+            )
         outcomes[key] = Outcome.WAITING
     return outcomes
+
+
+def _freeings(pool_id: int, *, now: datetime) -> list[Freeing]:
+    """What is on record to free GPUs of the pool after `now`: allocation ends, arrivals. Two
+    queries, made only when a change starts waiting."""
+    allocations = [
+        (pk, Span(start, end, gpus))
+        for pk, start, end, gpus in holding_allocations()
+        .filter(pool_id=pool_id, end__gt=now)
+        .values_list("pk", "start", "end", "gpus")
+    ]
+    arrivals = CapacityChange.objects.filter(
+        pool_id=pool_id, effective_at__gt=now, delta__gt=0
+    ).values_list("pk", "effective_at", "delta")
+    return freeings_of(allocations, arrivals)
+
+
+def waiting_reason(
+    change: AllocationChange,
+    demand: Demand,
+    timeline,
+    *,
+    freeings: list[Freeing],
+    now: datetime,
+) -> str:
+    """Why the change waits, in whole sentences and numbers (allocator/waiting.py): the short
+    instant of its own period (its start, or now when that passed; never the approval time),
+    what frees the GPUs, what would serve it sooner, and for a fixed start served late, how much
+    of its period it would get."""
+    is_extension = change.kind == AllocationChange.Kind.EXTENSION
+    facts = waiting_facts(
+        timeline,
+        demand,
+        horizon_end=now + horizon(),
+        freeings=freeings,
+        asked_start=None if is_extension or change.start >= demand.start else change.start,
+        can_start_late=not is_extension,
+    )
+    return waiting_sentences(facts)
 
 
 # --- Settling: every outcome writes the change row, an audit row, the signal requests_app
@@ -284,7 +332,7 @@ def _settle_waiting(change: AllocationChange, *, reason: str) -> None:
         status=Status.WAITING,
         outcome=Outcome.WAITING,
         action="allocation_change.wait",
-        message=f"{change.gpus} GPUs of {change.pool} for {change.project} wait: {reason}.",
+        message=f"{change.gpus} GPUs of {change.pool} for {change.project} wait. {reason}",
         reasons=[reason],
         notice={
             "recipients": [*team_members(change.project.team_id), change.requested_by],

@@ -3,8 +3,9 @@ notice) or transfer to a named approved change; reclaims whose notice is over ta
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,6 +19,7 @@ from org.roles import roles_of
 
 from .. import locks
 from ..models import MAX_NOTICE_HOURS, Allocation, AllocationChange, LedgerEntry, Pool, Reclaim
+from ..signals import request_ids_for_changes
 from .engine import place, serve
 from .records import Status, fmt, ledger, project_link, require_compute_ops, snapshot, team_members
 
@@ -53,26 +55,58 @@ def _cancel_scheduled_reclaims(allocation: Allocation, *, actor, why: str) -> No
 
 
 @transaction.atomic
-def allocation_release(*, allocation_id: int, actor) -> Allocation:
-    """The owning team gives its GPUs back early, without approval."""
+def allocation_release(
+    *,
+    allocation_id: int,
+    actor,
+    gpus: int | None = None,
+    end: datetime | None = None,
+) -> Allocation:
+    """The owning team gives its GPUs back early, without approval: all of them now (no
+    arguments), `gpus` of them from now on, and/or the allocation ends at the earlier `end`.
+    Kept GPUs count over the whole allocation, as a reclaim's do; the ledger keeps the past."""
     pool = locks.lock_pool(_pool_id_of_allocation(allocation_id))
     allocation = locks.lock_allocations([allocation_id])[allocation_id]
     if not roles_of(actor).member_of(allocation.project.team_id):
         raise PermissionDenied("Only members of the project's team can release its GPUs.")
     now = timezone.now()
+    label = allocation_words(allocation)
     if allocation.state != Allocation.State.ACTIVE or allocation.end <= now:
         raise ValidationError(
-            f"Allocation #{allocation.pk} is already {allocation.get_state_display().lower()}."
+            f"{label} is already {allocation.get_state_display().lower()}."
             if allocation.state != Allocation.State.ACTIVE
-            else f"Allocation #{allocation.pk} has already ended."
+            else f"{label} has already ended."
         )
+    errors: dict[str, list[str]] = {}
+    if gpus is not None and not 1 <= gpus <= allocation.gpus:
+        errors["gpus"] = [f"Give back from 1 to {allocation.gpus} GPUs."]
+    earliest_end = max(now, allocation.start)
+    if end is not None and not (earliest_end < end < allocation.end):
+        errors["end"] = [
+            f"End it between {fmt(earliest_end)} and its current end ({fmt(allocation.end)})."
+        ]
+    if errors:
+        raise ValidationError(errors)
     before = snapshot(allocation)
-    _give_back(allocation, at=now, state=Allocation.State.RELEASED)
+    whole = (gpus is None and end is None) or (gpus == allocation.gpus)
+    if whole:
+        _give_back(allocation, at=now, state=Allocation.State.RELEASED)
+        what = f"released all {before['gpus']} GPUs of {pool} held by {allocation.project}"
+    else:
+        parts = []
+        if gpus is not None:
+            allocation.gpus -= gpus
+            parts.append(f"gave back {gpus} of {before['gpus']} GPUs")
+        if end is not None:
+            allocation.end = end
+            parts.append(f"ended it at {fmt(end)} instead of {fmt(before['end'])}")
+        allocation.save(update_fields=["gpus", "end"])
+        what = f"{' and '.join(parts)} ({label})"
     ledger(
         allocation=allocation,
         kind=LedgerEntry.Kind.RELEASE,
         actor=actor,
-        note="Released early by the team.",
+        note=f"The team {what}."[:500],
     )
     audit_record(
         actor=actor,
@@ -80,11 +114,20 @@ def allocation_release(*, allocation_id: int, actor) -> Allocation:
         obj=allocation,
         before=before,
         after=snapshot(allocation),
-        message=f"{actor} released {allocation.gpus} GPUs of {pool} held by {allocation.project}.",
+        message=f"{actor} {what}.",
     )
-    _cancel_scheduled_reclaims(allocation, actor=actor, why="The allocation was released.")
+    if whole:
+        _cancel_scheduled_reclaims(allocation, actor=actor, why="The allocation was released.")
     serve(pool, now=now)
     return allocation
+
+
+def allocation_words(allocation: Allocation) -> str:
+    """How people name an allocation: its project, size, pool and end (never its id)."""
+    return (
+        f"{allocation.project}'s {allocation.gpus} GPUs of {allocation.pool} "
+        f"until {fmt(allocation.end)}"
+    )
 
 
 @transaction.atomic
@@ -97,11 +140,15 @@ def allocation_reclaim(
     reason: str,
     notice_hours: int | None = None,
     transfer_to_id: int | None = None,
+    effective_at: datetime | None = None,
+    notify_owners: bool = True,
 ) -> Reclaim:
     """Compute ops shrink (to `new_gpus`, 0 for all) and/or shorten (to `new_end`) an allocation,
     effective after a notice period (None: the setting); the owners are told at once. With
     `transfer_to_id`, the GPUs go to that approved change (pending or waiting, same pool) when
     the reclaim takes effect, in the same transaction. A notice of 0 takes effect at once.
+    `effective_at` instead of a notice: at that time (a project's end date, say). With
+    `notify_owners` off the caller tells the owners once for several reclaims.
     Arguments come parsed (ReclaimForm, ReclaimInputSerializer); this decides what is allowed."""
     require_compute_ops(actor)
     pool = locks.lock_pool(_pool_id_of_allocation(allocation_id))
@@ -110,8 +157,10 @@ def allocation_reclaim(
     errors: dict[str, list[str]] = {}
     if allocation.state != Allocation.State.ACTIVE or allocation.end <= now:
         raise ValidationError(
-            {"allocation": [f"Allocation #{allocation.pk} no longer holds GPUs."]}
+            {"allocation": [f"{allocation_words(allocation)} no longer holds GPUs."]}
         )
+    if effective_at is not None:
+        notice_hours = max(0, math.ceil((effective_at - now).total_seconds() / 3600))
     if notice_hours is None:
         notice_hours = settings.ALLOTMENT["RECLAIM_NOTICE_HOURS"]
     reason = reason.strip()
@@ -122,7 +171,9 @@ def allocation_reclaim(
     elif new_gpus == allocation.gpus and new_end is None:
         errors["new_gpus"] = ["Nothing to reclaim: keep fewer GPUs or set an earlier end."]
     notice_ok = 0 <= notice_hours <= MAX_NOTICE_HOURS
-    effective_at = now + timedelta(hours=notice_hours if notice_ok else 0)
+    if effective_at is None or not notice_ok:
+        effective_at = now + timedelta(hours=notice_hours if notice_ok else 0)
+    effective_at = max(effective_at, now)
     if not notice_ok:
         errors["notice_hours"] = [f"Enter a number from 0 to {MAX_NOTICE_HOURS}."]
     elif allocation.end <= effective_at:
@@ -150,7 +201,10 @@ def allocation_reclaim(
         elif target.pk == allocation.change_id:
             errors["transfer_to"] = ["That request made this allocation."]
     if allocation.reclaims.filter(status=Reclaim.Status.SCHEDULED).exists():
-        errors["allocation"] = [f"A reclaim of allocation #{allocation.pk} is already scheduled."]
+        errors["allocation"] = [
+            f"A reclaim of {allocation_words(allocation)} is already scheduled: change or cancel"
+            " it on the ops console."
+        ]
     if errors:
         raise ValidationError(errors)
 
@@ -177,13 +231,14 @@ def allocation_reclaim(
         },
         message=f"{what} Reason: {reason}",
     )
-    notify(
-        recipients=team_members(allocation.project.team_id),
-        kind=Notification.Kind.RECLAIM,
-        message=f"Reclaim notice: {what} Reason: {reason}",
-        link=project_link(allocation.project_id),
-        dedupe_key=f"reclaim-{reclaim.pk}-notice",
-    )
+    if notify_owners:
+        notify(
+            recipients=team_members(allocation.project.team_id),
+            kind=Notification.Kind.RECLAIM,
+            message=f"Reclaim notice: {what} Reason: {reason}",
+            link=project_link(allocation.project_id),
+            dedupe_key=f"reclaim-{reclaim.pk}-notice",
+        )
     if effective_at <= now:
         _apply_reclaim(pool, reclaim, allocation, actor=actor, now=now)
         serve(pool, now=now)
@@ -214,6 +269,17 @@ def allocation_transfer(
 
 
 def _reclaim_words(reclaim: Reclaim, allocation: Allocation) -> str:
+    return f"{allocation_words(allocation)}: {reclaim_effect_words(reclaim, allocation)}."
+
+
+def reclaim_effect_words(
+    reclaim: Reclaim,
+    allocation: Allocation,
+    *,
+    request_id: int | None = None,
+    name_target: bool = True,
+) -> str:
+    """What a reclaim does, in words people read: request numbers, never a change id."""
     parts = []
     if reclaim.new_gpus == 0:
         parts.append(f"all {allocation.gpus} GPUs go back")
@@ -221,13 +287,24 @@ def _reclaim_words(reclaim: Reclaim, allocation: Allocation) -> str:
         parts.append(f"{allocation.gpus - reclaim.new_gpus} of its {allocation.gpus} GPUs go back")
     if reclaim.new_end is not None and reclaim.new_gpus:
         parts.append(f"it ends {fmt(reclaim.new_end)} instead of {fmt(allocation.end)}")
-    where = (
-        f"to request change #{reclaim.transfer_to_id}" if reclaim.transfer_to_id else "to the pool"
-    )
-    return (
-        f"Allocation #{allocation.pk} of {allocation.project} ({allocation.pool}): "
-        f"{' and '.join(parts)} ({where}) from {fmt(reclaim.effective_at)}."
-    )
+    where = destination_words(reclaim, request_id=request_id, name_target=name_target)
+    return f"{' and '.join(parts)} ({where}) from {fmt(reclaim.effective_at)}"
+
+
+def destination_words(
+    reclaim: Reclaim, *, request_id: int | None = None, name_target: bool = True
+) -> str:
+    """ "to the pool" or "to request #12 of Atlas" (`name_target` off: the viewer may not see
+    that project)."""
+    if not reclaim.transfer_to_id:
+        return "to the pool"
+    if not name_target:
+        return "to another approved request"
+    if request_id is None:
+        request_id = request_ids_for_changes([reclaim.transfer_to_id]).get(reclaim.transfer_to_id)
+    name = f"request #{request_id}" if request_id else "an approved request"
+    target = reclaim.transfer_to
+    return f"to {name} of {target.project}" if target is not None else f"to {name}"
 
 
 def _apply_reclaim(
@@ -278,9 +355,9 @@ def _apply_reclaim(
     notify(
         recipients=team_members(allocation.project.team_id),
         kind=Notification.Kind.RECLAIM,
-        message=f"Reclaim took effect on allocation #{allocation.pk} of {allocation.project}: "
-        f"it now holds {allocation.gpus if allocation.state == Allocation.State.ACTIVE else 0}"
-        f" GPUs of {pool}.",
+        message=f"Reclaim took effect on {allocation.project}'s allocation of {pool}: it now holds"
+        f" {allocation.gpus if allocation.state == Allocation.State.ACTIVE else 0} GPUs"
+        f" ({destination_words(reclaim)}). Reason: {reclaim.reason}",
         link=project_link(allocation.project_id),
         dedupe_key=f"reclaim-{reclaim.pk}-applied",
     )
@@ -318,3 +395,209 @@ def reclaims_apply_due(*, now: datetime | None = None, limit: int = 500) -> int:
                 applied += 1
             serve(pool, now=now)
     return applied
+
+
+@transaction.atomic
+def reclaim_cancel(*, reclaim_id: int, actor, reason: str = "") -> Reclaim:
+    """Compute ops call off a scheduled reclaim or transfer before it takes effect; the owners
+    are told. The allocation never changed, so the audit trail is its record."""
+    require_compute_ops(actor)
+    reclaim, allocation = _lock_scheduled(reclaim_id)
+    reclaim.status = Reclaim.Status.CANCELLED
+    reclaim.save(update_fields=["status"])
+    why = reason.strip()[:2000]
+    audit_record(
+        actor=actor,
+        action="reclaim.cancel",
+        obj=reclaim,
+        before={"status": Reclaim.Status.SCHEDULED},
+        after={"status": reclaim.status},
+        message=f"{actor} cancelled the reclaim of {allocation_words(allocation)}"
+        f" ({reclaim_effect_words(reclaim, allocation)}).{f' Reason: {why}' if why else ''}",
+    )
+    notify(
+        recipients=team_members(allocation.project.team_id),
+        kind=Notification.Kind.RECLAIM,
+        message=f"Reclaim called off: {allocation_words(allocation)} keeps its GPUs.",
+        link=project_link(allocation.project_id),
+        dedupe_key=f"reclaim-{reclaim.pk}-cancelled",
+    )
+    return reclaim
+
+
+@transaction.atomic
+def reclaim_change(
+    *,
+    reclaim_id: int,
+    actor,
+    new_gpus: int,
+    new_end: datetime | None = None,
+    notice_hours: int | None = None,
+    reason: str,
+) -> Reclaim:
+    """Compute ops change a scheduled reclaim's terms before it takes effect: the old one is
+    cancelled and the new terms scheduled in one transaction (both on the audit trail; the
+    owners get the new notice). Bad terms change nothing."""
+    require_compute_ops(actor)
+    old, allocation = _lock_scheduled(reclaim_id)
+    old.status = Reclaim.Status.CANCELLED
+    old.save(update_fields=["status"])
+    new = allocation_reclaim(
+        allocation_id=allocation.pk,
+        actor=actor,
+        new_gpus=new_gpus,
+        new_end=new_end,
+        reason=reason,
+        notice_hours=notice_hours,
+        transfer_to_id=old.transfer_to_id,
+    )
+    audit_record(
+        actor=actor,
+        action="reclaim.change",
+        obj=old,
+        before={"status": Reclaim.Status.SCHEDULED},
+        after={"status": old.status, "replaced_by": new.pk},
+        message=f"{actor} changed the reclaim of {allocation_words(allocation)}: "
+        f"{reclaim_effect_words(new, allocation)}.",
+    )
+    return new
+
+
+def _lock_scheduled(reclaim_id: int) -> tuple[Reclaim, Allocation]:
+    row = Reclaim.objects.filter(pk=reclaim_id).values_list("allocation_id", flat=True).first()
+    if row is None:
+        raise Reclaim.DoesNotExist(f"reclaim {reclaim_id} does not exist")
+    locks.lock_pool(_pool_id_of_allocation(row))
+    allocation = locks.lock_allocations([row])[row]
+    reclaim = locks.lock_reclaims([reclaim_id])[reclaim_id]
+    if reclaim.status != Reclaim.Status.SCHEDULED:
+        raise ValidationError(
+            f"This reclaim is already {reclaim.get_status_display().lower()}; it cannot change."
+        )
+    return reclaim, allocation
+
+
+@transaction.atomic
+def gpus_move(
+    *,
+    actor,
+    takes: dict[int, int],
+    to_change_id: int | None,
+    reason: str,
+    notice_hours: int | None = None,
+) -> list[Reclaim]:
+    """Compute ops move GPUs in one action: `takes` maps each source allocation to the GPUs
+    taken from it; they go to one approved change (pending or waiting, same pool) or back to
+    the pool, all at the end of the same notice. All or nothing; each team is told once.
+    Pools are locked in pk order, then each pool's allocations (allocator/locks.py)."""
+    require_compute_ops(actor)
+    if not takes or any(gpus <= 0 for gpus in takes.values()):
+        raise ValidationError({"takes": ["Choose at least one allocation and how many GPUs."]})
+    pools = dict(Allocation.objects.filter(pk__in=takes).values_list("pk", "pool_id"))
+    if len(pools) != len(takes):
+        raise ValidationError({"takes": ["An allocation you chose no longer exists."]})
+    locks.lock_pools(pools.values())
+    held = locks.lock_allocations(takes)
+    reclaims = []
+    for allocation_id in sorted(takes, key=lambda a: (pools[a], a)):
+        allocation = held[allocation_id]
+        take = takes[allocation_id]
+        if take > allocation.gpus:
+            raise ValidationError(
+                {"takes": [f"{allocation_words(allocation)} holds only {allocation.gpus} GPUs."]}
+            )
+        try:
+            reclaims.append(
+                allocation_reclaim(
+                    allocation_id=allocation_id,
+                    actor=actor,
+                    new_gpus=allocation.gpus - take,
+                    reason=reason,
+                    notice_hours=notice_hours,
+                    transfer_to_id=to_change_id,
+                    notify_owners=False,
+                )
+            )
+        except ValidationError as error:
+            raise ValidationError(_prefixed(error, allocation_words(allocation))) from error
+    _tell_owners_once(reclaims, held, reason=reason)
+    return reclaims
+
+
+@transaction.atomic
+def project_wind_down(
+    *,
+    project_id: int,
+    actor,
+    reason: str,
+    notice_hours: int | None = None,
+    at_expected_end: bool = False,
+) -> list[Reclaim]:
+    """Compute ops reclaim every allocation the project holds or will hold, after the notice
+    or on its expected end date (allocations ending before then are left to end); the team is
+    told once. All or nothing."""
+    from org.models import Project
+
+    require_compute_ops(actor)
+    project = Project.objects.get(pk=project_id)
+    now = timezone.now()
+    effective_at = None
+    if at_expected_end:
+        if project.expected_end is None:
+            raise ValidationError({"at_expected_end": [f"{project} has no expected end date."]})
+        effective_at = max(
+            now, datetime.combine(project.expected_end, datetime.min.time(), tzinfo=UTC)
+        )
+    rows = dict(
+        Allocation.objects.filter(
+            project=project, state=Allocation.State.ACTIVE, end__gt=effective_at or now
+        ).values_list("pk", "pool_id")
+    )
+    if not rows:
+        raise ValidationError({"project": [f"{project} holds no GPUs to reclaim."]})
+    locks.lock_pools(rows.values())
+    held = locks.lock_allocations(rows)
+    reclaims = []
+    for allocation_id in sorted(rows, key=lambda a: (rows[a], a)):
+        allocation = held[allocation_id]
+        if allocation.reclaims.filter(status=Reclaim.Status.SCHEDULED).exists():
+            # an earlier scheduled reclaim gives way to the wind-down (audited)
+            _cancel_scheduled_reclaims(allocation, actor=actor, why="The project winds down.")
+        try:
+            reclaims.append(
+                allocation_reclaim(
+                    allocation_id=allocation_id,
+                    actor=actor,
+                    new_gpus=0,
+                    reason=reason,
+                    notice_hours=notice_hours,
+                    effective_at=effective_at,
+                    notify_owners=False,
+                )
+            )
+        except ValidationError as error:
+            raise ValidationError(_prefixed(error, allocation_words(allocation))) from error
+    _tell_owners_once(reclaims, held, reason=reason)
+    return reclaims
+
+
+def _prefixed(error: ValidationError, label: str) -> dict[str, list[str]]:
+    if hasattr(error, "error_dict"):
+        return {k: [f"{label}: {m}" for m in v] for k, v in error.message_dict.items()}
+    return {"takes": [f"{label}: {m}" for m in error.messages]}
+
+
+def _tell_owners_once(reclaims: list[Reclaim], held: dict[int, Allocation], *, reason: str):
+    by_project: dict[int, list[Reclaim]] = defaultdict(list)
+    for reclaim in reclaims:
+        by_project[reclaim.allocation.project_id].append(reclaim)
+    for project_id, items in by_project.items():
+        project = items[0].allocation.project
+        lines = "; ".join(reclaim_effect_words(r, held[r.allocation_id]) for r in items)
+        notify(
+            recipients=team_members(project.team_id),
+            kind=Notification.Kind.RECLAIM,
+            message=f"Reclaim notice for {project}: {lines}. Reason: {reason.strip()}",
+            link=project_link(project_id),
+            dedupe_key=f"reclaim-{items[0].pk}-notice",
+        )

@@ -48,8 +48,23 @@ class ShareWhatIf:
     pool: Pool
     rows: list[WhatIfRow]
     moved: list[StartChange]
+    capacity_now: int = 0
 
     assumptions = "Assumes no new approvals and no early releases."
+
+    @property
+    def shares_total(self) -> int:
+        return sum(r.candidate for r in self.rows)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The same warning saving gives (ShareUpdate.warnings), before anyone saves."""
+        if self.shares_total > self.capacity_now:
+            return [
+                f"The tried shares of {self.pool.name} add up to {self.shares_total} GPUs, more "
+                f"than its capacity of {self.capacity_now}: saving them would overcommit it."
+            ]
+        return []
 
 
 def _outcome_words(o) -> str:
@@ -128,4 +143,8 @@ def share_whatif(
             )
         )
     moved.sort(key=lambda m: (m.shift_days is None, m.shift_days or 0))
-    return ShareWhatIf(pool=pool, rows=rows, moved=moved)
+    from ..selectors import pools_status
+
+    return ShareWhatIf(
+        pool=pool, rows=rows, moved=moved, capacity_now=pools_status([pool])[0].capacity
+    )

@@ -8,6 +8,9 @@ import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
 
+from config.logging import configure as configure_logging
+from config.settings.safety import refuse_debug_in_public
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -44,9 +47,15 @@ INSTALLED_APPS = [
     "front",
     "devtools",
     "accounts",
+    "ops",
+    "django_structlog",
 ]
 
 MIDDLEWARE = [
+    # First: they see every answer, including those other middleware make.
+    "ops.middleware.RequestMetricsMiddleware",
+    "django_structlog.middlewares.RequestMiddleware",
+    "ops.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "common.middleware.BodySizeLimitMiddleware",
     "common.security.SecurityLogMiddleware",
@@ -195,7 +204,7 @@ ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="")
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "ops.cache.ResilientRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="allotment"),
     }
@@ -241,6 +250,10 @@ CELERY_BEAT_SCHEDULE = {
     "connectors-reconcile": {"task": "connectors.tasks.reconcile_all", "schedule": 60.0},
     "connectors-collect-usage": {"task": "connectors.tasks.collect_usage", "schedule": 600.0},
     "send-due-emails": {"task": "notifications.tasks.send_due_emails", "schedule": 60.0},
+    # Proves beat sends and a worker runs what it sends (/readyz, ops/health.py).
+    "beat-heartbeat": {"task": "ops.tasks.beat_heartbeat", "schedule": 15.0},
+    # Links new audit rows into the hash chain (ops/ledger.py).
+    "audit-chain-link": {"task": "ops.tasks.audit_chain_link", "schedule": 5.0},
     "ending-soon-reminders": {
         "task": "allocator.tasks.send_ending_reminders",
         "schedule": crontab(minute=0),
@@ -261,6 +274,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",
+    # JSON nested deeper than a sane depth answers 400 (common/inputs.py); forms as DRF's.
+    "DEFAULT_PARSER_CLASSES": [
+        "common.inputs.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
@@ -322,8 +341,11 @@ ALLOTMENT_CONNECTORS = {
     "MAX_BACKOFF_SECONDS": env.int("ALLOTMENT_CONNECTOR_MAX_BACKOFF", default=300),
     # Jobs running above a lowered limit are requeued after this many minutes; None: never
     # (they are reported to owners and compute ops, and finish on their own).
-    "REQUEUE_OVER_LIMIT_AFTER_MINUTES": env.int(
-        "ALLOTMENT_REQUEUE_OVER_LIMIT_AFTER_MINUTES", default=None
+    # (empty: never, so the recipes can set the variable to "").
+    "REQUEUE_OVER_LIMIT_AFTER_MINUTES": (
+        int(_requeue)
+        if (_requeue := env("ALLOTMENT_REQUEUE_OVER_LIMIT_AFTER_MINUTES", default=""))
+        else None
     ),
     # An allocation whose jobs used less than this share of its GPU-hours over IDLE_HOURS is
     # flagged idle.
@@ -331,11 +353,34 @@ ALLOTMENT_CONNECTORS = {
     "IDLE_USE_BELOW": env.float("ALLOTMENT_IDLE_USE_BELOW", default=0.1),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+
+# --- Operations (ops/, docs/deploy.md) ---
+ALLOTMENT_OPS = {
+    # /metrics answers these networks (REMOTE_ADDR) and requests carrying
+    # "Authorization: Bearer <METRICS_TOKEN>"; nobody else.
+    "METRICS_ALLOWED_NETWORKS": env.list("METRICS_ALLOWED_NETWORKS", default=[]),
+    "METRICS_TOKEN": env("METRICS_TOKEN", default=""),
+    # /readyz: beat's heartbeat older than this is not ready.
+    "BEAT_MAX_AGE_SECONDS": env.int("ALLOTMENT_BEAT_MAX_AGE_SECONDS", default=120),
+    # A connector plugs its backlog in here (a dotted path to a callable returning an int).
+    "CONNECTOR_BACKLOG": env(
+        "ALLOTMENT_CONNECTOR_BACKLOG", default="allocator.connectors.selectors.intents_backlog"
+    ),
+    "CONNECTOR_BACKLOG_MAX": env.int("ALLOTMENT_CONNECTOR_BACKLOG_MAX", default=100),
+    # More readiness checks (dotted paths to callables returning ops.health.Check).
+    "READINESS_CHECKS": [],
 }
+
+# --- Logs: JSON lines with request/task context (config/logging.py). ---
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# The ingress's X-Request-ID (JSON-encoded in the logs, so a client's value cannot forge lines),
+# so one id follows a call from the proxy's log through the app's into the worker's.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = env.bool("TRUST_UPSTREAM_REQUEST_ID", default=True)
+# Celery keeps Django's logging (JSON) instead of installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+LOGGING = configure_logging(
+    level=env("LOG_LEVEL", default="INFO"), fmt=env("LOG_FORMAT", default="json")
+)
+
+refuse_debug_in_public(debug=DEBUG, allowed_hosts=ALLOWED_HOSTS)

@@ -29,7 +29,7 @@ CELERY_BROKER_URL = TEST_REDIS_URL
 CELERY_RESULT_BACKEND = TEST_REDIS_URL
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "ops.cache.ResilientRedisCache",
         "LOCATION": TEST_REDIS_URL,
         "KEY_PREFIX": f"test-{os.getpid()}",
     }

@@ -5,6 +5,8 @@ services.request_clean so the form and the API give the same answers."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from common.inputs import ZonedDateTimeField
+
 from ..models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
 
 
@@ -14,8 +16,8 @@ class RequestInputSerializer(serializers.Serializer):
     project = serializers.IntegerField()
     pool = serializers.IntegerField()
     gpus = serializers.IntegerField(required=False, allow_null=True)
-    start = serializers.DateTimeField(required=False, allow_null=True)
-    end = serializers.DateTimeField()
+    start = ZonedDateTimeField(required=False, allow_null=True)
+    end = ZonedDateTimeField()
     kind = serializers.ChoiceField(choices=ComputeRequest.Kind.choices, default="new")
     target_allocation = serializers.IntegerField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=ComputeRequest.Priority.choices, default="normal")
@@ -71,6 +73,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
     queue_position = serializers.SerializerMethodField()
     forecast_start = serializers.SerializerMethodField()
     forecast_reason = serializers.SerializerMethodField()
+    forecast_days_served = serializers.SerializerMethodField()
+    forecast_days_asked = serializers.SerializerMethodField()
     project_name = serializers.CharField(source="project.name")
     pool_name = serializers.CharField(source="pool.name")
     requester_name = serializers.CharField(source="requester.get_username")
@@ -102,6 +106,8 @@ class RequestOutputSerializer(serializers.ModelSerializer):
             "queue_position",
             "forecast_start",
             "forecast_reason",
+            "forecast_days_served",
+            "forecast_days_asked",
             "requester",
             "requester_name",
             "created_at",
@@ -152,3 +158,29 @@ class RequestOutputSerializer(serializers.ModelSerializer):
         if forecast is None:
             return None
         return f"{forecast.reason} {forecast.assumptions}"
+
+    @extend_schema_field(
+        {
+            "type": "number",
+            "nullable": True,
+            "description": "The late-start effect: a fixed-start request forecast to start "
+            "after its requested start runs only to its end; this is the number of days it "
+            "would get (of forecast_days_asked). Null when it is forecast to start on time, "
+            "or there is no forecast.",
+        }
+    )
+    def get_forecast_days_served(self, obj) -> float | None:
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        return forecast.days_served if forecast is not None else None
+
+    @extend_schema_field(
+        {
+            "type": "number",
+            "nullable": True,
+            "description": "With forecast_days_served: the days of its requested period. Null "
+            "when it is forecast to start on time, or there is no forecast.",
+        }
+    )
+    def get_forecast_days_asked(self, obj) -> float | None:
+        forecast = self.context.get("forecasts", {}).get(obj.pk)
+        return forecast.days_asked if forecast is not None else None

@@ -10,6 +10,7 @@ from allocator import services
 from allocator.models import Allocation, AllocationChange, LedgerEntry
 from allocator.services import engine
 from allocator.signals import change_settled
+from allocator.waiting import when
 from audit.models import AuditEvent
 from notifications.models import Notification
 from tests import factories
@@ -153,9 +154,56 @@ def test_short_capacity_waits_with_reason(make_change, pool, project, settled, r
     change.refresh_from_db()
     assert outcome == "waiting" and change.status == Status.WAITING
     assert settled[0][1] == "waiting"
-    assert "only 4 of the 8 GPUs" in settled[0][2][0]
+    assert "Only 4 of the 8 GPUs" in settled[0][2][0]
     assert Notification.objects.filter(recipient=requester, kind="waiting").exists()
     assert not Allocation.objects.filter(change=change).exists()
+
+
+def test_waiting_reason_names_the_start_not_the_approval_time(
+    make_change, pool, project, settled, requester
+):
+    # given 60 of 64 GPUs held until day 19, and a fixed request for 32 over days 1 to 25
+    held = factories.AllocationFactory(
+        pool=pool, project=project, gpus=60, start=in_days(-5), end=in_days(19)
+    )
+    change = make_change(gpus=32, start=in_days(1), end=in_days(25), approved_at=in_days(0))
+    # when applied now
+    assert services.allocation_change_apply(change_id=change.pk) == "waiting"
+    # then its reason names its own start, what frees the GPUs, and the late start's effect,
+    # in whole capitalised sentences, and so do its notice and its audit row
+    reason = settled[0][2][0]
+    assert reason == (
+        f"Only 4 of the 32 GPUs are free on {when(change.start)}, 28 short. "
+        f"They are free from {when(held.end)}, when allocation #{held.pk} ends (60 GPUs). "
+        f"Served then, it starts {when(held.end)}, 18 days late: 6 of its 24 days. "
+        f"It could be served with a start from {when(held.end)} (all 32 GPUs for its "
+        "24 days), or with 4 GPUs now."
+    )
+    notice = Notification.objects.get(recipient=requester, kind="waiting")
+    assert notice.message == f"32 GPUs of {pool} for {project} wait. {reason}"
+    assert when(change.approved_at) not in notice.message  # the old reason named it
+
+
+def test_big_fixed_request_waits_saying_nothing_on_record_frees_it(
+    make_change, project, research, settled
+):
+    # given 256 GPUs with 64 held all month (the demo's central/A100)
+    big_pool = factories.PoolFactory(cluster="central", gpu_model="A100", capacity=256)
+    factories.DivisionShareFactory(division=research, pool=big_pool, gpus=256)
+    held = factories.AllocationFactory(
+        pool=big_pool, project=project, gpus=64, start=in_days(-1), end=in_days(30)
+    )
+    big = make_change(pool=big_pool, gpus=200, start=in_days(2), end=in_days(22))
+    small = make_change(pool=big_pool, gpus=8, start=in_days(3), end=in_days(13))
+    # when both are applied
+    assert services.allocation_change_apply(change_id=big.pk) == "waiting"
+    assert services.allocation_change_apply(change_id=small.pk) == "applied"
+    # then the 200 says which instant is short and what would serve it sooner
+    reason = settled[0][2][0]
+    assert reason.startswith(f"Only 192 of the 200 GPUs are free on {when(big.start)}, 8 short.")
+    assert f"Nothing on record frees them before its end on {when(big.end)}." in reason
+    assert f"with a start from {when(held.end)}" in reason
+    assert reason.endswith("or with 192 GPUs now.")
 
 
 def test_flexible_start_is_allocated_from_the_earliest_fit(make_change, pool, project):

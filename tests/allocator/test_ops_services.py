@@ -208,8 +208,8 @@ def test_decommission_that_breaks_the_invariant_is_refused_naming_allocations(po
         )
     # then it is refused, naming the allocations in the way (and not the one that fits)
     message = caught.value.message_dict["delta"][0]
-    assert f"#{a.pk} " in message and f"#{b.pk} " in message
-    assert f"#{c.pk} " not in message
+    assert f"{a.project}'s 40 GPUs" in message and f"{b.project}'s 16 GPUs" in message
+    assert f"{c.project}'s 8 GPUs" not in message
     assert "56 are allocated" in message
     assert CapacityChange.objects.filter(pool=pool).count() == 1
 
@@ -378,3 +378,33 @@ def test_resend_stuck_changes_only_old_pending(make_change, monkeypatch):
     assert sent == [old.pk]
     old.refresh_from_db()
     assert old.dispatched_at > in_days(-0.01)
+
+
+def test_decrease_below_zero_says_what_it_would_leave(pool, ops):
+    # given an empty 64-GPU pool: removing 100 leaves -36, whatever is allocated
+    with pytest.raises(ValidationError) as caught:
+        services.capacity_change_create(
+            pool_id=pool.pk,
+            kind="decommission",
+            delta=-100,
+            effective_at=in_days(1),
+            actor=ops,
+        )
+    [message] = caught.value.message_dict["delta"]
+    assert "would leave -36 GPUs: it has only 64" in message
+    assert "Allocations in the way" not in message and "0 are allocated" not in message
+
+
+def test_decrease_refusal_names_allocations_by_project_not_id(pool, project, ops):
+    held = factories.AllocationFactory(pool=pool, project=project, gpus=60, end=in_days(30))
+    with pytest.raises(ValidationError) as caught:
+        services.capacity_change_create(
+            pool_id=pool.pk,
+            kind="decommission",
+            delta=-10,
+            effective_at=in_days(1),
+            actor=ops,
+        )
+    [message] = caught.value.message_dict["delta"]
+    assert f"Allocations in the way: {project}'s 60 GPUs" in message
+    assert f"#{held.pk}" not in message

@@ -65,3 +65,24 @@ def test_bad_input_is_an_inline_error(client, executive, pool, research, scene, 
 def test_only_executives_may_try(client, division_lead, pool, research, scene):
     client.force_login(division_lead)
     assert _try(client, pool, research, "30").status_code == 404
+
+
+def test_whatif_warns_when_the_tried_shares_exceed_the_pool(
+    client, executive, pool, research, applications, scene
+):
+    # given a 64-GPU pool; when shares of 60 and 40 are tried
+    client.force_login(executive)
+    response = client.get(
+        reverse("allocator:balance"),
+        {"whatif": pool.pk, f"share-{research.pk}": "60", f"share-{applications.pk}": "40"},
+    )
+    text = response.content.decode()
+    # then the page warns as saving does, and nothing is saved
+    assert "add up to 100 GPUs, more than its capacity of 64" in text
+    assert not DivisionShare.objects.filter(division=applications).exists()
+    # and shares that fit give no warning
+    response = client.get(
+        reverse("allocator:balance"),
+        {"whatif": pool.pk, f"share-{research.pk}": "30", f"share-{applications.pk}": "30"},
+    )
+    assert "more than its capacity" not in response.content.decode()

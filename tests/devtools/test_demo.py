@@ -63,3 +63,58 @@ def test_demo_refused_outside_demo_mode(settings):
     with pytest.raises(CommandError, match="password"):
         call_command("seed_demo")
     assert get_user_model().objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_shows_the_queue_at_work_on_central_a100(settings):
+    """Small requests are allocated beside a big fixed one that cannot be placed, and the
+    waiting requests say, in numbers, why and what serves them (issue 12)."""
+    from allocator.waiting import when
+    from notifications.models import Notification
+
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    call_command("seed_demo")
+    by_tag = {
+        tag: ComputeRequest.objects.get(goal__startswith=f"[demo] {tag}:")
+        for tag in ("waiting", "served-beside-8", "served-beside-16", "waiting-late")
+    }
+    # the big fixed 200 waits; the 8 and the 16 behind it are allocated from the idle GPUs
+    assert by_tag["waiting"].status == Status.WAITING
+    assert by_tag["served-beside-8"].status == Status.ALLOCATED
+    assert by_tag["served-beside-16"].status == Status.ALLOCATED
+    big = by_tag["waiting"]
+    notice = Notification.objects.get(
+        recipient__username="rita", kind="waiting", message__contains="200 GPUs"
+    )
+    assert f"Only 192 of the 200 GPUs are free on {when(big.start)}, 8 short." in notice.message
+    assert "or with 192 GPUs now." in notice.message
+    late = by_tag["waiting-late"]
+    assert late.status == Status.WAITING
+    late_notice = Notification.objects.get(
+        recipient__username="rita", kind="waiting", message__contains="196 GPUs"
+    )
+    assert "18 days late: 6 of its 24 days" in late_notice.message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_rlead_researches_on_alignment_and_cannot_decide_her_own_request(settings):
+    from requests_app.policies import can_decide
+    from tests import factories
+
+    settings.ALLOTMENT = {**settings.ALLOTMENT, "DEMO": True}
+    call_command("seed_demo")
+    rlead = get_user_model().objects.get(username="rlead")
+    # she is a member of Alignment and leads Research
+    assert Membership.objects.filter(user=rlead, team__slug="alignment").exists()
+    # a request she files for an Alignment project waits for its division review...
+    compass = Project.objects.get(name="Compass")
+    mine = factories.ComputeRequestFactory(
+        project=compass,
+        pool=Pool.objects.get(cluster="central"),
+        requester=rlead,
+        status=Status.PENDING_DIVISION,
+    )
+    # ...which she may not decide
+    verdict = can_decide(rlead, mine)
+    assert not verdict
+    assert "You filed this request" in str(verdict.reason)

@@ -244,12 +244,57 @@ def test_bounded_queries(
     client.force_login(user)
     # when / then: session, user, role grants, memberships, pools, pools_status (3), pool
     # summaries (2), the chart series, divisions, shares, arrivals, expiries, my requests,
-    # [approvals count], unread count
-    expected = 17 if persona == "requester" else 18
+    # [approvals count, the delegations it counts], unread count; for a team member "My GPUs":
+    # the teams' allocations and their approved or waiting requests (2; forecasts only when
+    # some wait)
+    expected = 19
     with django_assert_num_queries(expected):
         response = client.get(URL)
     assert response.status_code == 200
     assert len(response.context["pools"]) == n_pools
+
+
+def test_my_gpus_says_what_i_hold_what_starts_when_and_what_waits(
+    client, requester, pool, project, research
+):
+    from django.core.cache import cache
+
+    from allocator import services
+    from tests.support.requests import build_request
+
+    cache.clear()
+    # given my team holds 40 of the pool's 64 GPUs until day 5, has 8 more from day 6, and a
+    # fixed request for 32 over days 1-20 that waits for day 5
+    factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
+    factories.AllocationFactory(pool=pool, project=project, gpus=40, end=in_days(5))
+    factories.AllocationFactory(
+        pool=pool, project=project, gpus=8, start=in_days(6), end=in_days(7)
+    )
+    lead = factories.UserFactory(username="lead2")
+    req = build_request(
+        Status.APPROVED,
+        requester=requester,
+        project=project,
+        pool=pool,
+        division_decider=lead,
+        gpus=32,
+        start=in_days(1),
+        end=in_days(20),
+    )
+    services.allocation_change_apply(change_id=req.change_id)
+    # when I open the overview
+    client.force_login(requester)
+    html = client.get(URL).content.decode()
+    # then "My GPUs" comes first, with the numbers
+    assert html.index("My GPUs") < html.index("My requests")
+    section = html[
+        html.index('id="my-gpus"') : html.index("</section>", html.index('id="my-gpus"'))
+    ]
+    assert "40</span> GPUs held now · 1 allocation starting later · 1 request waiting" in section
+    assert "<strong>40 × east/H100</strong> for Atlas, until" in section
+    assert "<strong>8 × east/H100</strong> for Atlas, from" in section
+    assert f"#{req.pk}</a> <strong>32 × east/H100</strong> for Atlas: expected start" in section
+    assert "(15 of its 19 days)" in section
 
 
 @pytest.mark.parametrize("persona", ["requester", "ops"])

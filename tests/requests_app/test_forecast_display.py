@@ -6,6 +6,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from allocator import services
+from allocator.waiting import when
 from requests_app.workflow import Status
 from tests import factories
 from tests.factories import in_days
@@ -38,11 +39,37 @@ def test_request_page_shows_expected_start_and_why(web, requester, waiting_reque
 
 def test_not_within_the_horizon_says_why(web, requester, make_request, pool, project, research):
     factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
-    factories.AllocationFactory(pool=pool, project=project, gpus=60, end=in_days(50))
+    held = factories.AllocationFactory(pool=pool, project=project, gpus=60, end=in_days(50))
     req = make_request(Status.APPROVED, gpus=32, start=in_days(1), end=in_days(20))
     services.allocation_change_apply(change_id=req.change_id)
     text = web(requester).get(reverse("requests:detail", args=[req.pk])).content.decode()
-    assert "Not within the horizon: only 4 of the 32 GPUs are free" in text
+    # (the instants are read from the rows: a minute may turn between two in_days calls)
+    assert (
+        f"Not served within the horizon. Only 4 of the 32 GPUs are free on {when(req.start)}, "
+        f"28 short. It needs them until {when(req.end)}. It could be served with a start "
+        f"from {when(held.end)} (all 32 GPUs for its 19 days), or with 4 GPUs now."
+    ) in text
+    assert "Expected start: not within the horizon" in text
+
+
+def test_a_fixed_start_served_late_says_how_much_of_its_period_it_gets(
+    web, api, requester, waiting_request
+):
+    # given 32 GPUs asked over days 1-20, fixed, behind 40 GPUs held until day 5
+    # when the requester opens the page, the list and the API
+    page = web(requester).get(reverse("requests:detail", args=[waiting_request.pk]))
+    text = page.content.decode()
+    # then the top of the page, beside the status, says the start and the days it gets
+    top = text[: text.index('id="h-what"')]
+    assert "Expected start: <time datetime=" in top
+    assert "Late start: 15 of its 19 days." in top
+    assert "4 days late: 15 of its 19 days." in top
+    assert f"Only 24 of the 32 GPUs are free on {when(waiting_request.start)}, 8 short." in top
+    listing = web(requester).get(reverse("requests:list")).content.decode()
+    assert "15 of 19 days" in listing
+    body = api(requester).get(f"/api/v1/requests/{waiting_request.pk}/").json()
+    assert (body["forecast_days_served"], body["forecast_days_asked"]) == (15.0, 19.0)
+    assert "4 days late: 15 of its 19 days" in body["forecast_reason"]
 
 
 def test_confidential_projects_are_not_named_in_reasons(web, outsider, waiting_request, project):

@@ -98,3 +98,51 @@ def test_inbox_shows_impact_in_bounded_queries(
         page = client.get(reverse("requests:inbox")).content.decode()
     assert page.count("It would be allocated at once") == 4
     assert "no early releases" in page
+
+
+def test_two_pending_requests_that_cannot_both_fit_name_each_other(
+    make_request, executive, research, web
+):
+    from allocator.waiting import when
+
+    # given a 512-GPU pool, and two requests for 300 of it over the same days, both pending
+    # executive review (the old preview told each "would be allocated at once")
+    big = factories.PoolFactory(cluster="west", gpu_model="H200", capacity=512)
+    factories.DivisionShareFactory(division=research, pool=big, gpus=512)
+    first = make_request(
+        Status.PENDING_EXECUTIVE,
+        pool=big,
+        gpus=300,
+        start=in_days(1),
+        end=in_days(11),
+        flexible_start=True,
+    )
+    second = make_request(
+        Status.PENDING_EXECUTIVE,
+        pool=big,
+        gpus=300,
+        start=in_days(1),
+        end=in_days(11),
+        flexible_start=True,
+    )
+    # when the executive previews both
+    impacts = selectors.approval_impacts([first, second], user=executive)
+    # then each names the other, and when it would start if the other went first
+    [c1] = impacts[first.pk].competitors
+    [c2] = impacts[second.pk].competitors
+    assert c1.sentence == (
+        f"If #{second.pk} (300 GPUs) is approved first, this one waits until {when(second.end)}."
+    )
+    assert c2.sentence == (
+        f"If #{first.pk} (300 GPUs) is approved first, this one waits until {when(first.end)}."
+    )
+    page = web(executive).get(reverse("requests:detail", args=[first.pk])).content.decode()
+    assert c1.sentence in page
+
+
+def test_pending_requests_that_both_fit_do_not_compete(make_request, division_lead, research):
+    big = factories.PoolFactory(cluster="west", gpu_model="H200", capacity=512)
+    factories.DivisionShareFactory(division=research, pool=big, gpus=512)
+    a = make_request(Status.PENDING_DIVISION, pool=big, gpus=100, start=in_days(1), end=in_days(3))
+    make_request(Status.PENDING_DIVISION, pool=big, gpus=100, start=in_days(1), end=in_days(3))
+    assert selectors.approval_impacts([a], user=division_lead)[a.pk].competitors == []

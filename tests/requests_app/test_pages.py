@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from allocator.models import AllocationChange
+from allocator.waiting import when
 from requests_app.models import ComputeRequest
 from requests_app.workflow import Status
 from tests import factories
@@ -251,9 +252,32 @@ def test_inbox_shows_share_effect(web, make_request, division_lead, research, pr
     page = web(division_lead).get(reverse("requests:inbox")).content.decode()
 
     # then
-    assert "Research holds at most 24 of 64 GPUs (38%)" in page
-    assert "share 32 (50%)" in page
-    assert "<strong>40</strong> (62%)" in page and "above share" in page
+    req = ComputeRequest.objects.get(gpus=16)
+    assert (
+        f"On {when(req.start)}, its peak, when {pool.name} has 64 GPUs, Research holds 24 (38%) "
+        "against a share of 32 (50%); after approving, 40 (62%)."
+    ) in page
+    assert "above share" in page
+
+
+def test_share_effect_percentages_use_the_capacity_at_the_peak(
+    web, make_request, division_lead, research, project, pool
+):
+    # given 64 GPUs now and 64 more arriving before the request starts (the old preview divided
+    # by today's capacity: 72 of 64, 112%)
+    factories.DivisionShareFactory(division=research, pool=pool, gpus=32)
+    factories.CapacityChangeFactory(pool=pool, delta=64, effective_at=factories.in_days(1))
+    factories.AllocationFactory(pool=pool, project=project, gpus=24, end=factories.in_days(60))
+    req = make_request(
+        Status.PENDING_DIVISION, gpus=48, start=factories.in_days(2), end=factories.in_days(9)
+    )
+    # when the lead opens the inbox
+    page = web(division_lead).get(reverse("requests:inbox")).content.decode()
+    # then every percentage is of the 128 GPUs the pool has at that instant
+    assert (
+        f"On {when(req.start)}, its peak, when {pool.name} has 128 GPUs, Research holds 24 (19%) "
+        "against a share of 32 (25%); after approving, 72 (56%)."
+    ) in page
 
 
 def test_inbox_oldest_first_and_only_my_stage(
@@ -327,8 +351,9 @@ def test_inbox_queries_are_bounded(
 
     # session, user, roles (2), count, page, shares: capacity, allocations, shares, unread count;
     # what approving would do: the pools' rows (6) for the simulation with and without each one;
-    # the sort-and-filter form's pool and division choices (2)
-    with django_assert_max_num_queries(20):
+    # the competing pending requests (1) and, on a cold cache, their pools' rows again (6); the
+    # sort-and-filter form's pool and division choices (2)
+    with django_assert_max_num_queries(27):
         response = client.get(reverse("requests:inbox"))
     assert len(response.context["items"]) == min(n, 25)
 

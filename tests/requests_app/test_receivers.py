@@ -134,3 +134,70 @@ def test_rejecting_or_withdrawing_a_returned_change_cancels_it(
     req.refresh_from_db()
     assert req.status == (Status.REJECTED if how == "reject" else Status.WITHDRAWN)
     assert req.change.status == "cancelled"
+
+
+# --- The approval notice says what happens (issue 12 item 3) ---
+
+
+def _approve_and_apply(req, lead):
+    from allocator import services as allocator_services
+
+    services.request_decide(user=lead, request_id=req.pk, action="approve")
+    req.refresh_from_db()
+    allocator_services.allocation_change_apply(change_id=req.change_id)
+    req.refresh_from_db()
+    return req
+
+
+def _approval_notice(requester):
+    return Notification.objects.get(recipient=requester, kind="decided").message
+
+
+def test_approval_notice_says_allocated_and_from_when(
+    make_request, division_lead, requester, research, pool
+):
+    from allocator.waiting import when
+    from tests import factories
+    from tests.factories import in_days
+
+    # given a pending request that fits the pool
+    factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
+    req = make_request(
+        Status.PENDING_DIVISION, gpus=8, start=in_days(2), end=in_days(12), flexible_start=False
+    )
+    # when the lead approves and the engine applies it
+    req = _approve_and_apply(req, division_lead)
+    # then one notice says it is approved and allocated from its start
+    assert req.status == Status.ALLOCATED
+    assert _approval_notice(requester) == (
+        f"rlead approved the division review of your request #{req.pk}. They are allocated "
+        f"from {when(req.start)}: 8 GPUs of {pool.name} until {when(req.end)}."
+    )
+
+
+def test_approval_notice_says_it_waits_until_when_and_why(
+    make_request, division_lead, requester, research, pool, project
+):
+    from allocator.waiting import when
+    from tests import factories
+    from tests.factories import in_days
+
+    # given 60 of the pool's 64 GPUs held until day 10
+    factories.DivisionShareFactory(division=research, pool=pool, gpus=64)
+    held = factories.AllocationFactory(
+        pool=pool, project=project, gpus=60, start=in_days(-1), end=in_days(10)
+    )
+    req = make_request(
+        Status.PENDING_DIVISION, gpus=8, start=in_days(2), end=in_days(20), flexible_start=False
+    )
+    # when approved and applied
+    req = _approve_and_apply(req, division_lead)
+    # then the notice says it waits, from when the GPUs are free, and what is short
+    message = _approval_notice(requester)
+    assert req.status == Status.WAITING
+    assert "will be allocated shortly" not in message
+    assert message.startswith(
+        f"rlead approved the division review of your request #{req.pk}. It waits in the "
+        f"{pool.name} queue. Only 4 of the 8 GPUs are free on {when(req.start)}, 4 short."
+    )
+    assert f"They are free from {when(held.end)}" in message

@@ -106,3 +106,32 @@ def test_all_reasons_are_stored(make_request, requester, pool):
     assert len(req.executive_reasons) == 2
     assert req.executive_reasons[0].startswith("would put Research at 12% of east/H100 (8 of 64")
     assert req.executive_reasons[1] == "is marked urgent"
+
+
+@pytest.mark.parametrize(("days_after", "needs"), [(0, False), (1, True)])
+def test_request_ending_after_the_projects_expected_end_needs_executive(
+    make_request, requester, big_pool, project, days_after, needs
+):
+    # given Atlas is expected to end on a date; a request ending that day is fine, one running
+    # into the next day is not
+    start = factories.in_days(2)
+    project.expected_end = factories.in_days(20).date()
+    project.save(update_fields=["expected_end"])
+    from datetime import UTC, datetime, time, timedelta
+
+    end = datetime.combine(project.expected_end, time(23, 0), tzinfo=UTC) + timedelta(
+        days=days_after
+    )
+    # when
+    req = _submit(make_request, requester, pool=big_pool, start=start, end=end)
+    # then the reason is in words
+    assert req.needs_executive is needs
+    expected = (
+        [
+            f"runs until {end:%Y-%m-%d}, after project Atlas's expected end "
+            f"({project.expected_end:%Y-%m-%d})"
+        ]
+        if needs
+        else []
+    )
+    assert req.executive_reasons == expected

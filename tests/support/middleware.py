@@ -10,7 +10,10 @@ class Count5xxMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if response.status_code >= 500:
+        # /readyz saying "not ready" is its job, not a server error.
+        if response.status_code >= 500 and not (
+            response.status_code == 503 and request.path == "/readyz"
+        ):
             figures.add("5xx responses")
             figures.set(
                 "last 5xx response", f"{response.status_code} {request.method} {request.path}"[:200]

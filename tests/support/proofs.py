@@ -23,6 +23,7 @@ from allocator.models import AllocationChange, Priority
 from tests.factories import in_days
 from tests.support import figures, invariants
 from tests.support.fault_injection.models import FaultInjection
+from tests.support.processes import die_with_parent
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float = 30, every: float = 0.2) -> bool:
@@ -161,6 +162,7 @@ class PrivateRedis:
             stdout=open(self.dir / "redis.log", "a"),  # noqa: SIM115 — lives with the process
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         if not wait_for(self.answers, 15, 0.05):
             raise RuntimeError(f"private redis did not start: {self.log()}")

@@ -57,13 +57,76 @@ def test_kueue_export_renders_the_quotas_held_now(api, ops, held):
     }
     helper = by_kind["ClusterQueue"]["helper-bot"]["spec"]
     assert helper["cohort"] == "applications"
-    assert [f["name"] for f in helper["resourceGroups"][0]["flavors"]] == ["west-h200"]
+    # its east allocation starts in 3 days: the flavour is there at 0 until then
+    assert {
+        f["name"]: f["resources"][0]["nominalQuota"] for f in helper["resourceGroups"][0]["flavors"]
+    } == {"east-h100": 0, "west-h200": 16}
     assert by_kind["LocalQueue"]["helper-bot"] == {
         "apiVersion": "kueue.x-k8s.io/v1beta1",
         "kind": "LocalQueue",
         "metadata": {"name": "helper-bot", "namespace": "helper-bot"},
         "spec": {"clusterQueue": "helper-bot"},
     }
+
+
+def _queues(api, ops):
+    api.force_authenticate(ops)
+    docs = [d for d in yaml.safe_load_all(api.get("/api/v1/export/kueue.yaml").content) if d]
+    return {
+        (doc["kind"], doc["metadata"]["name"]): doc
+        for doc in docs
+        if doc["kind"] in ("ClusterQueue", "LocalQueue")
+    }
+
+
+def _quotas(cluster_queue):
+    return {
+        f["name"]: f["resources"][0]["nominalQuota"]
+        for f in cluster_queue["spec"]["resourceGroups"][0]["flavors"]
+    }
+
+
+def test_kueue_keeps_queues_at_zero_until_the_allocation_ends(api, ops, requester, make_change):
+    # given Atlas's only allocation, granted by the engine, which starts in 2 days
+    from allocator import services
+    from allocator.models import Allocation
+
+    change = make_change(gpus=8, start=in_days(2), end=in_days(12))
+    services.allocation_change_apply(change_id=change.pk)
+    allocation = Allocation.objects.get(change=change)
+    # then its queues are exported already, with a nominal quota of 0
+    queues = _queues(api, ops)
+    assert _quotas(queues[("ClusterQueue", "atlas")]) == {"east-h100": 0}
+    assert queues[("LocalQueue", "atlas")]["spec"] == {"clusterQueue": "atlas"}
+    # and when it holds its GPUs, the quota is its 8
+    later = in_days(3)
+    from allocator.connectors.kueue import kueue_objects
+
+    [cq] = [d for d in kueue_objects(at=later) if d["kind"] == "ClusterQueue"]
+    assert _quotas(cq) == {"east-h100": 8}
+    # when the team gives it back before it has started
+    services.allocation_release(allocation_id=allocation.pk, actor=requester)
+    # then the queues stay, at 0, until the end it was granted to
+    assert _quotas(_queues(api, ops)[("ClusterQueue", "atlas")]) == {"east-h100": 0}
+    # and after that end they are gone
+    assert [d for d in kueue_objects(at=in_days(13)) if d["kind"] != "ResourceFlavor"] == []
+
+
+def test_kueue_keeps_queues_of_an_allocation_released_midway(api, ops, requester, make_change):
+    # given Atlas's allocation that started an hour ago, released now (its end is cut here)
+    from allocator import services
+    from allocator.models import Allocation
+
+    change = make_change(gpus=8, start=in_days(-1 / 24), end=in_days(10))
+    services.allocation_change_apply(change_id=change.pk)
+    allocation = Allocation.objects.get(change=change)
+    services.allocation_release(allocation_id=allocation.pk, actor=requester)
+    allocation.refresh_from_db()
+    assert allocation.end < in_days(1)
+    # then its ClusterQueue and LocalQueue remain, at 0, until the granted end
+    queues = _queues(api, ops)
+    assert _quotas(queues[("ClusterQueue", "atlas")]) == {"east-h100": 0}
+    assert ("LocalQueue", "atlas") in queues
 
 
 def test_kueue_export_is_for_ops_and_executives(api, executive, requester, division_lead, held):

@@ -104,8 +104,9 @@ def test_munge_failing_keeps_the_intent_pending(slurm, connected_pool, project, 
 def test_a_limit_changes_when_an_allocation_starts_with_no_ledger_event(
     slurm, connected_pool, project, grant
 ):
-    # given an allocation of 6 starting in a few seconds (granted now: its account exists at 0)
-    start = timezone.now() + timezone.timedelta(seconds=4)
+    # given an allocation of 6 starting in a few seconds (granted now: its account exists at 0);
+    # the window leaves room for the grant and the first apply on a loaded 2-core machine
+    start = timezone.now() + timezone.timedelta(seconds=12)
     allocation = grant(connected_pool, project, 6, start=start)
     _apply_all_pending([allocation])
     assert _limit(slurm, "atlas") == "gres/gpu=0"

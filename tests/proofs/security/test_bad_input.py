@@ -496,6 +496,72 @@ def _url(w, key):
     }[key]
 
 
+NESTED = "[" * 3000
+# Issue 14: deeply nested JSON made the parser recurse into a 500; times without a zone were
+# read as UTC (PRODUCT.md section 6 says times carry one).
+CASES += [
+    (
+        f"{target} nested JSON",
+        actor,
+        method,
+        target,
+        lambda w: RawBody(NESTED, "application/json"),
+        "body",
+    )
+    for target, actor, method in [
+        ("requests", "requester", "post"),
+        ("draft", "requester", "patch"),
+        ("approve", "lead", "post"),
+        ("capacity", "ops", "post"),
+        ("reclaim", "ops", "post"),
+        ("share", "executive", "post"),
+        ("projects", "requester", "post"),
+    ]
+]
+CASES += [
+    (
+        "request start without zone",
+        "requester",
+        "post",
+        "requests",
+        lambda w: _create(w, start="2030-01-01T10:00:00"),
+        "start",
+    ),
+    (
+        "request end without zone",
+        "requester",
+        "post",
+        "requests",
+        lambda w: _create(w, end="2030-02-01T10:00:00"),
+        "end",
+    ),
+    (
+        "update end without zone",
+        "requester",
+        "patch",
+        "draft",
+        lambda w: {"end": "2030-02-01T10:00:00"},
+        "end",
+    ),
+    (
+        "capacity effective_at without zone",
+        "ops",
+        "post",
+        "capacity",
+        lambda w: _cap(w, effective_at="2030-01-01T00:00:00"),
+        "effective_at",
+    ),
+    (
+        "reclaim new_end without zone",
+        "ops",
+        "post",
+        "reclaim",
+        lambda w: _rec(new_end="2030-01-01T00:00:00"),
+        "new_end",
+    ),
+]
+
+
 def send(client, method, url, payload):
     if isinstance(payload, RawBody):
         return getattr(client, method)(url, data=payload.data, content_type=payload.content_type)
@@ -1026,3 +1092,25 @@ def test_too_many_fields_answers_json_400(api, world):
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["detail"]
+
+
+OUT_OF_RANGE_FILTERS = [
+    ("/api/v1/capacity-changes/", "effective_after", "0001-01-01T00:00:00+05:00"),
+    ("/api/v1/capacity-changes/", "effective_before", "9999-12-31T23:59:59-05:00"),
+    ("/api/v1/allocations/", "active_at", "9999-12-31T23:59:59-05:00"),
+    ("/api/v1/allocations/", "active_at", "0001-01-01T00:00:00+05:00"),
+    ("/api/v1/audit/", "since", "0001-01-01T00:00:00+05:00"),
+    ("/api/v1/audit/", "until", "9999-12-31T23:59:59-05:00"),
+    ("/api/v1/allocations/", "active_at", "2030-01-01T00:00:00"),
+    ("/api/v1/audit/", "since", "2030-01-01T00:00:00"),
+]
+
+
+@pytest.mark.parametrize(("url", "param", "value"), OUT_OF_RANGE_FILTERS)
+def test_filter_times_out_of_range_or_without_zone_answer_400_naming_the_parameter(
+    api, world, url, param, value
+):
+    response = api(world["ops"]).get(url, {param: value})
+    count_5xx(response)
+    assert response.status_code == 400, response.content
+    assert param in response.json()["errors"], response.json()

@@ -25,6 +25,7 @@ def test_check_deploy_is_clean_with_production_settings():
         DJANGO_SETTINGS_MODULE="config.settings.base",
         SECRET_KEY=secrets.token_urlsafe(64),
         ALLOWED_HOSTS="allotment.example.org",
+        ALLOTMENT_SITE_URL="https://allotment.example.org",
         DEBUG="false",
     )
     result = subprocess.run(
