@@ -140,9 +140,9 @@ def test_inbox_query_count_does_not_grow_with_rows(
 
 # session, user; the pool filter's lookup; roles, memberships and delegations (inbox_for); the
 # count and the page's rows (sorted by due: the narrow due query, then the page's rows); the
-# impact preview's capacity, allocations, shares and its two forecast reads; the pool and
-# division choices of the filter form; the unread notifications badge. None per row.
-EXPECTED_QUERIES = dict.fromkeys(["oldest", "due", "largest", "pool", "division"], 15)
+# impact preview's capacity, allocations, shares, competing requests and its two forecast reads;
+# the pool and division choices of the filter form; the unread notifications badge. None per row.
+EXPECTED_QUERIES = dict.fromkeys(["oldest", "due", "largest", "pool", "division"], 16)
 
 
 # --- bulk decisions ---
