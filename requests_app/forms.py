@@ -1,11 +1,13 @@
 """The filing form. It only parses; services.request_clean decides what is valid, so the page
 and the API give the same answers (its errors land on the form's fields)."""
 
+from typing import cast
+
 from django import forms
 from django.utils import timezone
 
 from allocator.models import Allocation, Pool
-from org.models import Project
+from org.models import Division, Project
 from org.roles import roles_of
 
 from .models import JUSTIFICATION_MAX, ComputeRequest
@@ -150,3 +152,48 @@ class DecisionForm(forms.Form):
 
 class WithdrawForm(forms.Form):
     comment = forms.CharField(label="Why (optional)", required=False, max_length=500)
+
+
+class InboxQueryForm(forms.Form):
+    """The inbox's sort and filters, read from the query string."""
+
+    sort = forms.ChoiceField(label="Sort by", required=False, choices=[])
+    pool = forms.ModelChoiceField(label="Pool", required=False, queryset=Pool.objects.none())
+    division = forms.ModelChoiceField(
+        label="Division", required=False, queryset=Division.objects.none()
+    )
+    min_gpus = forms.IntegerField(
+        label="At least (GPUs)", required=False, min_value=1, max_value=1_000_000
+    )
+    max_gpus = forms.IntegerField(
+        label="At most (GPUs)", required=False, min_value=1, max_value=1_000_000
+    )
+
+    def __init__(self, *args, sorts: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["sort"]).choices = [
+            (key, label) for key, (label, _) in sorts.items()
+        ]
+        pools = Pool.objects.order_by("cluster", "gpu_model")
+        cast(forms.ModelChoiceField, self.fields["pool"]).queryset = pools
+        divisions = Division.objects.order_by("name")
+        cast(forms.ModelChoiceField, self.fields["division"]).queryset = divisions
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("min_gpus"), data.get("max_gpus")
+        if low is not None and high is not None and low > high:
+            raise forms.ValidationError("“At least” is more than “at most”: no request fits.")
+        return data
+
+
+class BulkDecisionForm(forms.Form):
+    """The inbox's comment for all ticked requests (a comment per item overrides it). The
+    decision itself (approve or reject) is read by the view, as the per-row buttons send it."""
+
+    comment = forms.CharField(
+        label="Comment for all",
+        required=False,
+        max_length=JUSTIFICATION_MAX,
+        help_text="Used where an item has no comment of its own. Required to reject.",
+    )

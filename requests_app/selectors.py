@@ -142,10 +142,30 @@ def _decided_division_stage(*people):
     )
 
 
-def inbox_for(user) -> QuerySet[ComputeRequest]:
+INBOX_SORTS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    # name -> (label, SQL order); "due" is ordered in Python (working days are not SQL).
+    "oldest": ("Waiting longest", ("stage_entered_at", "id")),
+    "due": ("Due soonest", None),
+    "largest": ("Most GPUs", ("-gpus", "stage_entered_at", "id")),
+    "smallest": ("Fewest GPUs", ("gpus", "stage_entered_at", "id")),
+    "pool": ("Pool", ("pool__cluster", "pool__gpu_model", "stage_entered_at", "id")),
+    "division": ("Division", ("project__team__division__name", "stage_entered_at", "id")),
+}
+
+
+def inbox_for(
+    user,
+    *,
+    sort: str = "oldest",
+    pool=None,
+    division=None,
+    min_gpus: int | None = None,
+    max_gpus: int | None = None,
+) -> QuerySet[ComputeRequest]:
     """Requests waiting for a stage `user` may decide, in their own right or as someone's
-    delegate (policies.decide_capacity in SQL), oldest first. `waiting_since` is when the
-    current stage began."""
+    delegate (policies.decide_capacity in SQL), oldest first unless `sort` says otherwise
+    (INBOX_SORTS; "due" keeps the SQL order: order it with inbox_by_due). `waiting_since` is
+    when the current stage began."""
     roles = roles_of(user)
     stages = Q(pk__in=[])
     if roles.lead_division_ids:
@@ -173,13 +193,43 @@ def inbox_for(user) -> QuerySet[ComputeRequest]:
             )
     # stage_entered_at is stored by the workflow (index request_stage_age): the first page is read
     # from the index. Requests written outside the workflow without it come last.
+    narrowed = Q()
+    if pool is not None:
+        narrowed &= Q(pool=pool)
+    if division is not None:
+        narrowed &= Q(project__team__division=division)
+    if min_gpus is not None:
+        narrowed &= Q(gpus__gte=min_gpus)
+    if max_gpus is not None:
+        narrowed &= Q(gpus__lte=max_gpus)
+    order = INBOX_SORTS.get(sort, INBOX_SORTS["oldest"])[1] or ("stage_entered_at", "id")
     return (
         _base()
-        .filter(stages)
+        .filter(stages, narrowed)
         .exclude(requester=user)
         .annotate(waiting_since=Coalesce("stage_entered_at", "submitted_at", "created_at"))
-        .order_by("stage_entered_at", "id")
+        .order_by(*order)
     )
+
+
+def inbox_by_due(queryset: QuerySet[ComputeRequest]) -> list[int]:
+    """The ids of `queryset`, due soonest first. A due time counts working days, which SQL cannot
+    order, so one narrow query reads what sla.due_at needs and Python orders the ids; the page
+    then loads only its own rows."""
+    from .sla import due_at
+
+    rows = queryset.values_list(
+        "pk", "status", "priority", "stage_entered_at", "submitted_at", "created_at"
+    )
+    far = timezone.now() + timedelta(days=36500)
+
+    def due(row) -> tuple[datetime, int]:
+        pk, status, priority, stage_entered, submitted, created = row
+        entered = stage_entered or submitted or created  # as inbox_for's waiting_since
+        stage = Stage.EXECUTIVE if status == Status.PENDING_EXECUTIVE else Stage.DIVISION
+        return (due_at(stage, priority, entered) if entered else far, pk)
+
+    return [row[0] for row in sorted(rows, key=due)]
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,21 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponseForbidden
+from django.http import Http404, HttpResponseForbidden, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import policies, selectors, services, sla
-from .forms import DecisionForm, RequestForm, WithdrawForm
+from .forms import (
+    BulkDecisionForm,
+    DecisionForm,
+    InboxQueryForm,
+    RequestForm,
+    WithdrawForm,
+)
 from .workflow import Status
 
 PAGE_SIZE = 25
@@ -259,10 +266,29 @@ def request_decide(request, pk):
     )
 
 
+def _inbox_rows(request, params: dict):
+    """The page of the inbox the query asks for: (page, rows). Sorting by due time orders the
+    ids in Python (selectors.inbox_by_due) and loads only this page's rows."""
+    sort = params.pop("sort", None) or "oldest"
+    queryset = selectors.inbox_for(request.user, sort=sort, **params)
+    if sort != "due":
+        page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+        return page, list(page.object_list)
+    ids = Paginator(selectors.inbox_by_due(queryset), PAGE_SIZE).get_page(request.GET.get("page"))
+    wanted = list(ids.object_list)
+    by_id = {r.pk: r for r in queryset.filter(pk__in=wanted)}
+    return ids, [by_id[pk] for pk in wanted if pk in by_id]
+
+
 @login_required
 def approvals_inbox(request):
-    page, query = _page(request, selectors.inbox_for(request.user))
-    rows = list(page.object_list)
+    query_form = InboxQueryForm(request.GET or None, sorts=selectors.INBOX_SORTS)
+    params: dict = {}
+    if query_form.is_bound and query_form.is_valid():
+        params = {k: v for k, v in query_form.cleaned_data.items() if v not in (None, "")}
+    page, rows = _inbox_rows(request, params)
+    query = request.GET.copy()
+    query.pop("page", None)
     now = timezone.now()
     impacts = selectors.approval_impacts(rows, user=request.user, now=now)
     items = [
@@ -276,6 +302,86 @@ def approvals_inbox(request):
         }
         for r in rows
     ]
-    return render(
-        request, "requests_app/inbox.html", {"page": page, "query": query, "items": items}
-    )
+    context = {
+        "page": page,
+        "query": query.urlencode(),
+        "items": items,
+        "query_form": query_form,
+        "bulk_form": BulkDecisionForm(),
+        "filtered": bool(params),
+    }
+    status = 400 if query_form.is_bound and not query_form.is_valid() else 200
+    return render(request, "requests_app/inbox.html", context, status=status)
+
+
+BULK_MAX = 100
+BULK_ACTIONS = {"approve": "approved", "reject": "rejected"}
+
+
+def _inbox_back(request):
+    """Back to the inbox with the sort and filters the decision was made from."""
+    query = QueryDict(request.POST.get("back", "")[:2000]).copy()
+    query.pop("page", None)
+    url = reverse("requests:inbox")
+    return redirect(f"{url}?{query.urlencode()}" if query else url)
+
+
+@login_required
+@require_POST
+def approvals_inbox_decide(request):
+    """Decide one request (its own Approve/Reject button) or every ticked one, each through
+    services.request_decide on its own: one refused item does not stop the others, and each gets
+    its own message."""
+    form = BulkDecisionForm(request.POST)
+    one = request.POST.get("one", "")
+    if one:
+        action, _, raw = one.partition(":")
+        raw_ids = [raw]
+    else:
+        action = request.POST.get("action", "")
+        raw_ids = request.POST.getlist("request")
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{form.fields[field].label}: {' '.join(errors)}"
+            for field, errors in form.errors.items()
+        )
+        messages.error(request, f"Nothing decided: {problems}")
+        return _inbox_back(request)
+    if action not in BULK_ACTIONS:
+        messages.error(request, "Nothing decided: choose Approve or Reject.")
+        return _inbox_back(request)
+    ids = [int(raw) for raw in raw_ids if raw.isdigit() and len(raw) < 12]
+    if len(ids) != len(raw_ids):
+        messages.error(
+            request, "Nothing decided: the selection holds something that is not a request number."
+        )
+        return _inbox_back(request)
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        messages.error(request, "Nothing decided: tick at least one request.")
+        return _inbox_back(request)
+    if len(ids) > BULK_MAX:
+        messages.error(request, f"Nothing decided: at most {BULK_MAX} requests at once.")
+        return _inbox_back(request)
+    verb = BULK_ACTIONS[action]
+    for pk in ids:
+        own = request.POST.get(f"comment-{pk}", "").strip()
+        comment = own or form.cleaned_data["comment"]
+        try:
+            req = services.request_decide(
+                user=request.user, request_id=pk, action=action, comment=comment
+            )
+        except Http404:
+            messages.error(request, f"#{pk}: not {verb}: no such request.")
+        except services.RequestError as exc:
+            messages.error(request, f"#{pk}: not {verb}: {exc.message}")
+        except ValidationError as exc:
+            messages.error(request, f"#{pk}: not {verb}: {_first_message(exc)}")
+        else:
+            then = (
+                " It now goes to executive review."
+                if req.status == Status.PENDING_EXECUTIVE
+                else ""
+            )
+            messages.success(request, f"#{pk} ({req.project.name}): {verb}.{then}")
+    return _inbox_back(request)

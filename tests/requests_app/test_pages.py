@@ -351,8 +351,9 @@ def test_inbox_queries_are_bounded(
 
     # session, user, roles (2), count, page, shares: capacity, allocations, shares, unread count;
     # what approving would do: the pools' rows (6) for the simulation with and without each one;
-    # the competing pending requests (1) and, on a cold cache, their pools' rows again (6)
-    with django_assert_max_num_queries(25):
+    # the competing pending requests (1) and, on a cold cache, their pools' rows again (6); the
+    # sort-and-filter form's pool and division choices (2)
+    with django_assert_max_num_queries(27):
         response = client.get(reverse("requests:inbox"))
     assert len(response.context["items"]) == min(n, 25)
 

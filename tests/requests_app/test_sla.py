@@ -171,4 +171,4 @@ def test_the_delegate_sees_in_the_inbox_for_whom_they_decide(world):
     client.force_login(world["deputy"])
     inbox = client.get("/requests/inbox/").content.decode()
     assert f"/requests/{world['req'].pk}/" in inbox
-    assert "you decide on behalf of rlead" in inbox
+    assert "On behalf of <strong>rlead</strong> (their delegate)" in inbox
