@@ -19,8 +19,9 @@ from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
 from org.models import Project
 from org.roles import roles_of
 from org.visibility import can_see_project
+from requests_app.forecasts import forecasts_for
 from requests_app.models import ComputeRequest
-from requests_app.selectors import forecasts_for, inbox_for, requests_visible_to
+from requests_app.selectors import inbox_for, requests_visible_to
 from requests_app.workflow import Status
 
 EXPIRY_WINDOW = timedelta(days=14)

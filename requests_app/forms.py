@@ -1,4 +1,4 @@
-"""The filing form. It only parses; services.request_clean decides what is valid, so the page
+"""The filing form. It only parses; validation.request_clean decides what is valid, so the page
 and the API give the same answers (its errors land on the form's fields)."""
 
 from typing import cast

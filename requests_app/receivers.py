@@ -82,7 +82,7 @@ def on_change_settled(sender, *, change, outcome, reasons=None, actor=None, **kw
     if just_approved:
         _approval_notice(req, change=change, outcome=outcome, reasons=reasons)
     if target == Status.PENDING_EXECUTIVE:
-        from .services import executives_notify
+        from .notices import executives_notify
 
         division_deciders = ApprovalStep.objects.filter(
             request=req, round=req.round, stage=Stage.DIVISION
@@ -98,7 +98,7 @@ def _approval_notice(req: ComputeRequest, *, change, outcome: str, reasons: list
     from notifications.models import Notification
     from notifications.services import notify
 
-    from .services import _link
+    from .notices import request_link
 
     step = (
         ApprovalStep.objects.filter(
@@ -134,6 +134,6 @@ def _approval_notice(req: ComputeRequest, *, change, outcome: str, reasons: list
         recipients=[req.requester],
         kind=Notification.Kind.DECIDED,
         message=f"{who} of your request #{req.pk}. {what}".strip(),
-        link=_link(req),
+        link=request_link(req),
         dedupe_key=f"request-{req.pk}-approved-{step.pk if step is not None else change.pk}",
     )

@@ -14,34 +14,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from allocator import selectors as allocator_selectors
-from allocator.models import Allocation, AllocationChange, Pool
+from allocator.models import AllocationChange
 from allocator.models import Priority as ChangePriority
 from audit.services import audit_record
 from notifications.models import Notification
 from notifications.services import notify
-from org.models import Project, RoleGrant
-from org.roles import roles_of
 
 from . import policies
 from .models import JUSTIFICATION_MAX, ApprovalStep, ComputeRequest
+from .notices import division_notify, executives_notify, request_link
+from .validation import JUSTIFICATION_FIELDS, request_clean
 from .workflow import DECISIONS, Action, Stage, Status, can_move, decision_target
 
-# A start this close to "now" still counts as now: the form takes a minute to fill in.
-START_GRACE = timedelta(minutes=10)
-
-JUSTIFICATION_FIELDS = {
-    "goal": "Say what the GPUs are for.",
-    "expected_outcome": "Say what outcome or milestone you expect.",
-    "size_rationale": "Say why this size and duration.",
-    "impact_if_denied": "Say what happens if the request is not granted.",
-}
 EDITABLE_FIELDS = (
     "project",
     "pool",
@@ -73,161 +62,6 @@ class Conflict(RequestError):
 def check(verdict: policies.Verdict) -> None:
     if not verdict:
         raise (Conflict if verdict.conflict else NotAllowed)(verdict.reason)
-
-
-def _link(req: ComputeRequest) -> str:
-    return reverse("requests:detail", args=[req.pk])
-
-
-# --- Validation, shared by the form and the API (through the services) ---
-
-
-def _as_int(value, field: str, errors: dict, message: str) -> int | None:
-    if value is None or value == "":
-        errors.setdefault(field, []).append(message)
-        return None
-    if isinstance(value, bool):
-        errors.setdefault(field, []).append(message)
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        errors.setdefault(field, []).append(message)
-        return None
-
-
-def _clean_text(value, field: str, errors: dict) -> str:
-    text = value if isinstance(value, str) else ("" if value is None else str(value))
-    text = text.strip()
-    if not text:
-        errors.setdefault(field, []).append(JUSTIFICATION_FIELDS[field])
-    elif len(text) > JUSTIFICATION_MAX:
-        errors.setdefault(field, []).append(
-            f"At most {JUSTIFICATION_MAX} characters (this has {len(text)})."
-        )
-    elif "\x00" in text:
-        errors.setdefault(field, []).append("Remove the null character from the text.")
-    # Markup is kept as typed and always rendered escaped: it is shown, never executed.
-    return text
-
-
-def request_clean(*, user, data: dict, now: datetime | None = None) -> dict:
-    """Check a request's fields as a whole and return them cleaned, or raise ValidationError with
-    one message per field. `data` holds project/pool/target_allocation as ids."""
-    now = now or timezone.now()
-    errors: dict[str, list[str]] = {}
-    roles = roles_of(user)
-    cleaned: dict = {}
-
-    project = None
-    project_id = _as_int(
-        data.get("project"), "project", errors, "Choose one of your teams' projects."
-    )
-    if project_id is not None:
-        project = Project.objects.select_related("team").filter(pk=project_id).first()
-        # Unknown and foreign projects answer alike: their existence is not revealed.
-        if project is None or not roles.member_of(project.team_id):
-            errors["project"] = ["Unknown project, or not a project of your teams."]
-            project = None
-        elif project.state == Project.State.ENDED:
-            errors["project"] = [f"{project.name} has ended; it cannot ask for GPUs."]
-            project = None
-    cleaned["project"] = project
-
-    pool = None
-    pool_id = _as_int(data.get("pool"), "pool", errors, "Choose a pool.")
-    if pool_id is not None:
-        pool = Pool.objects.filter(pk=pool_id).first()
-        if pool is None:
-            errors["pool"] = ["Unknown pool."]
-    cleaned["pool"] = pool
-
-    kind = data.get("kind") or ComputeRequest.Kind.NEW
-    if kind not in ComputeRequest.Kind.values:
-        errors["kind"] = [f"Kind must be one of: {', '.join(ComputeRequest.Kind.values)}."]
-        kind = None
-    cleaned["kind"] = kind
-
-    priority = data.get("priority") or ComputeRequest.Priority.NORMAL
-    if priority not in ComputeRequest.Priority.values:
-        errors["priority"] = [
-            f"Priority must be one of: {', '.join(ComputeRequest.Priority.values)}."
-        ]
-    cleaned["priority"] = priority
-    cleaned["flexible_start"] = bool(data.get("flexible_start", False))
-
-    gpus = _as_int(data.get("gpus"), "gpus", errors, "Give a whole number of GPUs.")
-    start, end = data.get("start"), data.get("end")
-    if not isinstance(start, datetime):
-        errors.setdefault("start", []).append("Give a start date and time.")
-        start = None
-    if not isinstance(end, datetime):
-        errors.setdefault("end", []).append("Give an end date and time.")
-        end = None
-
-    target = None
-    target_id = data.get("target_allocation")
-    if kind == ComputeRequest.Kind.NEW:
-        if target_id not in (None, ""):
-            errors["target_allocation"] = [
-                "Only an increase or an extension names an allocation to grow."
-            ]
-    elif kind is not None:
-        target_id = _as_int(
-            target_id,
-            "target_allocation",
-            errors,
-            f"An {kind} names one of the project's allocations in this pool.",
-        )
-        if target_id is not None:
-            target = Allocation.objects.filter(
-                pk=target_id, state=Allocation.State.ACTIVE, end__gt=now
-            ).first()
-            if (
-                target is None
-                or project is None
-                or pool is None
-                or target.project_id != project.pk
-                or target.pool_id != pool.pk
-            ):
-                errors["target_allocation"] = [
-                    "Choose an active allocation of the same project and pool."
-                ]
-                target = None
-        if kind == ComputeRequest.Kind.EXTENSION and target is not None:
-            # An extension moves the allocation's end: it starts where the allocation ends now
-            # and keeps its GPUs (contract with the engine).
-            start, gpus = target.end, target.gpus
-            errors.pop("start", None)
-            errors.pop("gpus", None)
-            if end is not None and end <= target.end:
-                errors["end"] = [
-                    f"An extension must end after the allocation's current end "
-                    f"({timezone.localtime(target.end):%Y-%m-%d %H:%M})."
-                ]
-    cleaned["target_allocation"] = target
-
-    if gpus is not None:
-        if gpus <= 0:
-            errors["gpus"] = ["Ask for at least one GPU."]
-        elif pool is not None:
-            most = allocator_selectors.max_capacity(pool.pk)
-            if gpus > most:
-                errors["gpus"] = [f"{pool.name} will never hold more than {most} GPUs."]
-    cleaned["gpus"] = gpus
-
-    if start is not None and kind != ComputeRequest.Kind.EXTENSION and start < now - START_GRACE:
-        errors.setdefault("start", []).append("The start is in the past.")
-    if start is not None and end is not None and end <= start and "end" not in errors:
-        errors["end"] = ["The end must be after the start."]
-    cleaned["start"], cleaned["end"] = start, end
-
-    for field in JUSTIFICATION_FIELDS:
-        cleaned[field] = _clean_text(data.get(field), field, errors)
-
-    if errors:
-        raise ValidationError(errors)
-    return cleaned
 
 
 def _snapshot(req: ComputeRequest) -> dict:
@@ -344,42 +178,6 @@ def executive_reasons(req: ComputeRequest) -> list[str]:
     return reasons
 
 
-def _users_with_role(role: str, *, division_id: int | None = None, exclude=()):
-    users = get_user_model().objects.filter(role_grants__role=role, is_active=True)
-    if division_id is not None:
-        users = users.filter(role_grants__division_id=division_id)
-    return users.exclude(pk__in=[u.pk for u in exclude if u is not None]).distinct()
-
-
-def _notify_division(req: ComputeRequest) -> None:
-    leads = _users_with_role(
-        RoleGrant.Role.DIVISION_LEAD,
-        division_id=req.project.team.division_id,
-        exclude=[req.requester],
-    )
-    notify(
-        recipients=leads,
-        kind=Notification.Kind.SUBMITTED,
-        message=f"{req.requester} asks for {req.gpus} GPUs of {req.pool} for {req.project}: "
-        f"request #{req.pk} waits for your division review.",
-        link=_link(req),
-        dedupe_key=f"request-{req.pk}-round-{req.round}-division",
-    )
-
-
-def executives_notify(req: ComputeRequest, *, exclude=()) -> None:
-    """Tell the executives (all but the requester and `exclude`) a request waits for them."""
-    execs = _users_with_role(RoleGrant.Role.EXECUTIVE, exclude=[req.requester, *exclude])
-    notify(
-        recipients=execs,
-        kind=Notification.Kind.SUBMITTED,
-        message=f"Request #{req.pk} ({req.gpus} GPUs of {req.pool} for {req.project}) waits for "
-        "your executive review.",
-        link=_link(req),
-        dedupe_key=f"request-{req.pk}-round-{req.round}-executive",
-    )
-
-
 PENDING_STAGES = (Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE)
 
 
@@ -438,7 +236,7 @@ def request_submit(*, user, request_id: int) -> ComputeRequest:
             "updated_at",
         ]
     )
-    _notify_division(req)
+    division_notify(req)
     return req
 
 
@@ -579,7 +377,7 @@ def request_decide(*, user, request_id: int, action: str, comment: str = "") -> 
         kind=Notification.Kind.DECIDED,
         message=f"{who} {verb} the {stage_label} of your request #{req.pk}; {outcome}."
         + (f" Comment: {comment}" if comment else ""),
-        link=_link(req),
+        link=request_link(req),
     )
     if target == Status.PENDING_EXECUTIVE:
         executives_notify(req, exclude=[user])

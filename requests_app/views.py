@@ -14,7 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import policies, selectors, services, sla
+from . import policies, previews, selectors, services, sla, validation
+from .forecasts import forecasts_for
 from .forms import (
     BulkDecisionForm,
     DecisionForm,
@@ -47,7 +48,7 @@ def request_list(request):
     )
     queryset = filterset.qs if filterset.is_bound else filterset.queryset
     page, query = _page(request, queryset.order_by("-created_at", "-id"))
-    forecasts = selectors.forecasts_for(page.object_list)
+    forecasts = forecasts_for(page.object_list)
     for r in page.object_list:
         r.forecast = forecasts.get(r.pk)
     return render(
@@ -68,7 +69,7 @@ def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
     capacity = policies.decide_capacity(request.user, req, steps=steps)
     decide_verdict = capacity.verdict
     impact = (
-        selectors.approval_impacts([req], user=request.user).get(req.pk) if decide_verdict else None
+        previews.approval_impacts([req], user=request.user).get(req.pk) if decide_verdict else None
     )
     return {
         "req": req,
@@ -86,7 +87,7 @@ def _detail_context(request, req, *, decision_form=None, withdraw_form=None):
         "allocation_id": req.change.allocation_id
         if req.change_id and req.change.status == "applied"
         else None,
-        "forecast": selectors.forecasts_for([req]).get(req.pk),
+        "forecast": forecasts_for([req]).get(req.pk),
     }
 
 
@@ -104,7 +105,7 @@ def _all_errors(request, form: RequestForm) -> None:
     """The form failed to parse some fields: still check the others against the service rules,
     so every mistake shows at once rather than one round trip each."""
     try:
-        services.request_clean(user=request.user, data=_form_data(form))
+        validation.request_clean(user=request.user, data=_form_data(form))
     except ValidationError as exc:
         for field, errors in exc.message_dict.items():
             if field in form.fields and field not in form.errors:
@@ -290,7 +291,7 @@ def approvals_inbox(request):
     query = request.GET.copy()
     query.pop("page", None)
     now = timezone.now()
-    impacts = selectors.approval_impacts(rows, user=request.user, now=now)
+    impacts = previews.approval_impacts(rows, user=request.user, now=now)
     items = [
         {
             "req": r,

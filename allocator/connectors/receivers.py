@@ -12,6 +12,6 @@ from allocator.models import LedgerEntry
 def ledger_entry_intents(sender, instance, created, raw=False, **kwargs):
     if not created or raw:
         return
-    from .services import intents_record_for_ledger
+    from .intents import intents_record_for_ledger
 
     intents_record_for_ledger(instance)

@@ -22,28 +22,28 @@ TRANSIENT = (SlurmError, OperationalError, InterfaceError)
     max_retries=5,
 )
 def apply_intent(intent_id: int):
-    from .services import intent_apply
+    from .intents import intent_apply
 
     return intent_apply(intent_id=intent_id).outcome
 
 
 @shared_task(name="connectors.tasks.dispatch_due_intents", acks_late=True, ignore_result=True)
 def dispatch_due_intents():
-    from .services import intents_dispatch_due
+    from .intents import intents_dispatch_due
 
     return intents_dispatch_due()
 
 
 @shared_task(name="connectors.tasks.reconcile_all", acks_late=True, ignore_result=True)
 def reconcile_all():
-    from .services import connectors_reconcile_all
+    from .reconcile import connectors_reconcile_all
 
     return connectors_reconcile_all()
 
 
 @shared_task(name="connectors.tasks.reconcile_pool", acks_late=True, ignore_result=True)
 def reconcile_pool(connector_id: int, trigger: str = "on demand"):
-    from .services import connector_reconcile
+    from .reconcile import connector_reconcile
 
     return connector_reconcile(connector_id=connector_id, trigger=trigger).outcome
 

@@ -2,7 +2,9 @@
 
     changes.py   create the change an approval makes, dispatch it; resume, cancel, retry
     engine.py    claim and apply a change; serve a pool's queue; settle each outcome
-    reclaims.py  release, reclaim, transfer; reclaims that came due
+    release.py   the team gives GPUs back early: all, some, or sooner
+    reclaims.py  reclaim, transfer; reclaims that came due; cancel or change a scheduled one
+    moves.py     move GPUs by picking from several allocations; wind a project down
     capacity.py  arrivals, decommissions, repairs
     periodic.py  expiry, serve-all, the resend sweep, reminders
     records.py   the ledger row, audit snapshot, recipients and time words they share
@@ -23,6 +25,7 @@ from .changes import (
     allocation_change_retry,
 )
 from .engine import ChangeBusy, allocation_change_apply, allocation_change_record_error
+from .moves import gpus_move, project_wind_down
 from .periodic import (
     allocations_expire,
     allocations_remind_ending,
@@ -31,16 +34,13 @@ from .periodic import (
 )
 from .reclaims import (
     allocation_reclaim,
-    allocation_release,
     allocation_transfer,
-    allocation_words,
-    gpus_move,
-    project_wind_down,
     reclaim_cancel,
     reclaim_change,
     reclaim_effect_words,
     reclaims_apply_due,
 )
+from .release import allocation_release, allocation_words
 
 __all__ = [
     "ChangeBusy",

@@ -1,133 +1,29 @@
-"""Giving GPUs back: the team releases early; compute ops reclaim (shrink or shorten, after a
-notice) or transfer to a named approved change; reclaims whose notice is over take effect."""
+"""Taking GPUs back: compute ops reclaim (shrink or shorten, after a notice) or transfer to a
+named approved change; reclaims whose notice is over take effect; scheduled reclaims are
+cancelled or changed; GPUs are moved by picking; a project winds down. (release.py holds the
+team's own early release.)"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
 from notifications.models import Notification
 from notifications.services import notify
-from org.roles import roles_of
 
 from .. import locks
 from ..models import MAX_NOTICE_HOURS, Allocation, AllocationChange, LedgerEntry, Pool, Reclaim
 from ..signals import request_ids_for_changes
 from .engine import place, serve
 from .records import Status, fmt, ledger, project_link, require_compute_ops, snapshot, team_members
-
-
-def _pool_id_of_allocation(allocation_id: int) -> int:
-    pool_id = Allocation.objects.filter(pk=allocation_id).values_list("pool_id", flat=True).first()
-    if pool_id is None:
-        raise Allocation.DoesNotExist(f"allocation {allocation_id} does not exist")
-    return pool_id
-
-
-def _give_back(allocation: Allocation, *, at: datetime, state: str) -> None:
-    """The allocation stops holding GPUs at `at`: its end is cut there when it had started (its
-    past holding stays true), and it leaves every holding (loaders.HOLDING_STATES)."""
-    if allocation.start < at < allocation.end:
-        allocation.end = at
-    allocation.state = state
-    allocation.save(update_fields=["end", "state"])
-
-
-def _cancel_scheduled_reclaims(allocation: Allocation, *, actor, why: str) -> None:
-    for reclaim in locks.lock_scheduled_reclaims(allocation.pk):
-        reclaim.status = Reclaim.Status.CANCELLED
-        reclaim.save(update_fields=["status"])
-        audit_record(
-            actor=actor,
-            action="reclaim.cancel",
-            obj=reclaim,
-            before={"status": Reclaim.Status.SCHEDULED},
-            after={"status": reclaim.status},
-            message=why,
-        )
-
-
-@transaction.atomic
-def allocation_release(
-    *,
-    allocation_id: int,
-    actor,
-    gpus: int | None = None,
-    end: datetime | None = None,
-) -> Allocation:
-    """The owning team gives its GPUs back early, without approval: all of them now (no
-    arguments), `gpus` of them from now on, and/or the allocation ends at the earlier `end`.
-    Kept GPUs count over the whole allocation, as a reclaim's do; the ledger keeps the past."""
-    pool = locks.lock_pool(_pool_id_of_allocation(allocation_id))
-    allocation = locks.lock_allocations([allocation_id])[allocation_id]
-    if not roles_of(actor).member_of(allocation.project.team_id):
-        raise PermissionDenied("Only members of the project's team can release its GPUs.")
-    now = timezone.now()
-    label = allocation_words(allocation)
-    if allocation.state != Allocation.State.ACTIVE or allocation.end <= now:
-        raise ValidationError(
-            f"{label} is already {allocation.get_state_display().lower()}."
-            if allocation.state != Allocation.State.ACTIVE
-            else f"{label} has already ended."
-        )
-    errors: dict[str, list[str]] = {}
-    if gpus is not None and not 1 <= gpus <= allocation.gpus:
-        errors["gpus"] = [f"Give back from 1 to {allocation.gpus} GPUs."]
-    earliest_end = max(now, allocation.start)
-    if end is not None and not (earliest_end < end < allocation.end):
-        errors["end"] = [
-            f"End it between {fmt(earliest_end)} and its current end ({fmt(allocation.end)})."
-        ]
-    if errors:
-        raise ValidationError(errors)
-    before = snapshot(allocation)
-    whole = (gpus is None and end is None) or (gpus == allocation.gpus)
-    if whole:
-        _give_back(allocation, at=now, state=Allocation.State.RELEASED)
-        what = f"released all {before['gpus']} GPUs of {pool} held by {allocation.project}"
-    else:
-        parts = []
-        if gpus is not None:
-            allocation.gpus -= gpus
-            parts.append(f"gave back {gpus} of {before['gpus']} GPUs")
-        if end is not None:
-            allocation.end = end
-            parts.append(f"ended it at {fmt(end)} instead of {fmt(before['end'])}")
-        allocation.save(update_fields=["gpus", "end"])
-        what = f"{' and '.join(parts)} ({label})"
-    ledger(
-        allocation=allocation,
-        kind=LedgerEntry.Kind.RELEASE,
-        actor=actor,
-        note=f"The team {what}."[:500],
-    )
-    audit_record(
-        actor=actor,
-        action="allocation.release",
-        obj=allocation,
-        before=before,
-        after=snapshot(allocation),
-        message=f"{actor} {what}.",
-    )
-    if whole:
-        _cancel_scheduled_reclaims(allocation, actor=actor, why="The allocation was released.")
-    serve(pool, now=now)
-    return allocation
-
-
-def allocation_words(allocation: Allocation) -> str:
-    """How people name an allocation: its project, size, pool and end (never its id)."""
-    return (
-        f"{allocation.project}'s {allocation.gpus} GPUs of {allocation.pool} "
-        f"until {fmt(allocation.end)}"
-    )
+from .release import allocation_words, give_back, pool_id_of_allocation
 
 
 @transaction.atomic
@@ -151,7 +47,7 @@ def allocation_reclaim(
     `notify_owners` off the caller tells the owners once for several reclaims.
     Arguments come parsed (ReclaimForm, ReclaimInputSerializer); this decides what is allowed."""
     require_compute_ops(actor)
-    pool = locks.lock_pool(_pool_id_of_allocation(allocation_id))
+    pool = locks.lock_pool(pool_id_of_allocation(allocation_id))
     allocation = locks.lock_allocations([allocation_id])[allocation_id]
     now = timezone.now()
     errors: dict[str, list[str]] = {}
@@ -326,7 +222,7 @@ def _apply_reclaim(
         return
     before = snapshot(allocation)
     if reclaim.new_gpus == 0:
-        _give_back(allocation, at=reclaim.effective_at, state=Allocation.State.RECLAIMED)
+        give_back(allocation, at=reclaim.effective_at, state=Allocation.State.RECLAIMED)
     else:
         # Kept GPUs count over the whole allocation; its past holding is in the ledger.
         allocation.gpus = min(allocation.gpus, reclaim.new_gpus)
@@ -467,7 +363,7 @@ def _lock_scheduled(reclaim_id: int) -> tuple[Reclaim, Allocation]:
     row = Reclaim.objects.filter(pk=reclaim_id).values_list("allocation_id", flat=True).first()
     if row is None:
         raise Reclaim.DoesNotExist(f"reclaim {reclaim_id} does not exist")
-    locks.lock_pool(_pool_id_of_allocation(row))
+    locks.lock_pool(pool_id_of_allocation(row))
     allocation = locks.lock_allocations([row])[row]
     reclaim = locks.lock_reclaims([reclaim_id])[reclaim_id]
     if reclaim.status != Reclaim.Status.SCHEDULED:
@@ -475,129 +371,3 @@ def _lock_scheduled(reclaim_id: int) -> tuple[Reclaim, Allocation]:
             f"This reclaim is already {reclaim.get_status_display().lower()}; it cannot change."
         )
     return reclaim, allocation
-
-
-@transaction.atomic
-def gpus_move(
-    *,
-    actor,
-    takes: dict[int, int],
-    to_change_id: int | None,
-    reason: str,
-    notice_hours: int | None = None,
-) -> list[Reclaim]:
-    """Compute ops move GPUs in one action: `takes` maps each source allocation to the GPUs
-    taken from it; they go to one approved change (pending or waiting, same pool) or back to
-    the pool, all at the end of the same notice. All or nothing; each team is told once.
-    Pools are locked in pk order, then each pool's allocations (allocator/locks.py)."""
-    require_compute_ops(actor)
-    if not takes or any(gpus <= 0 for gpus in takes.values()):
-        raise ValidationError({"takes": ["Choose at least one allocation and how many GPUs."]})
-    pools = dict(Allocation.objects.filter(pk__in=takes).values_list("pk", "pool_id"))
-    if len(pools) != len(takes):
-        raise ValidationError({"takes": ["An allocation you chose no longer exists."]})
-    locks.lock_pools(pools.values())
-    held = locks.lock_allocations(takes)
-    reclaims = []
-    for allocation_id in sorted(takes, key=lambda a: (pools[a], a)):
-        allocation = held[allocation_id]
-        take = takes[allocation_id]
-        if take > allocation.gpus:
-            raise ValidationError(
-                {"takes": [f"{allocation_words(allocation)} holds only {allocation.gpus} GPUs."]}
-            )
-        try:
-            reclaims.append(
-                allocation_reclaim(
-                    allocation_id=allocation_id,
-                    actor=actor,
-                    new_gpus=allocation.gpus - take,
-                    reason=reason,
-                    notice_hours=notice_hours,
-                    transfer_to_id=to_change_id,
-                    notify_owners=False,
-                )
-            )
-        except ValidationError as error:
-            raise ValidationError(_prefixed(error, allocation_words(allocation))) from error
-    _tell_owners_once(reclaims, held, reason=reason)
-    return reclaims
-
-
-@transaction.atomic
-def project_wind_down(
-    *,
-    project_id: int,
-    actor,
-    reason: str,
-    notice_hours: int | None = None,
-    at_expected_end: bool = False,
-) -> list[Reclaim]:
-    """Compute ops reclaim every allocation the project holds or will hold, after the notice
-    or on its expected end date (allocations ending before then are left to end); the team is
-    told once. All or nothing."""
-    from org.models import Project
-
-    require_compute_ops(actor)
-    project = Project.objects.get(pk=project_id)
-    now = timezone.now()
-    effective_at = None
-    if at_expected_end:
-        if project.expected_end is None:
-            raise ValidationError({"at_expected_end": [f"{project} has no expected end date."]})
-        effective_at = max(
-            now, datetime.combine(project.expected_end, datetime.min.time(), tzinfo=UTC)
-        )
-    rows = dict(
-        Allocation.objects.filter(
-            project=project, state=Allocation.State.ACTIVE, end__gt=effective_at or now
-        ).values_list("pk", "pool_id")
-    )
-    if not rows:
-        raise ValidationError({"project": [f"{project} holds no GPUs to reclaim."]})
-    locks.lock_pools(rows.values())
-    held = locks.lock_allocations(rows)
-    reclaims = []
-    for allocation_id in sorted(rows, key=lambda a: (rows[a], a)):
-        allocation = held[allocation_id]
-        if allocation.reclaims.filter(status=Reclaim.Status.SCHEDULED).exists():
-            # an earlier scheduled reclaim gives way to the wind-down (audited)
-            _cancel_scheduled_reclaims(allocation, actor=actor, why="The project winds down.")
-        try:
-            reclaims.append(
-                allocation_reclaim(
-                    allocation_id=allocation_id,
-                    actor=actor,
-                    new_gpus=0,
-                    reason=reason,
-                    notice_hours=notice_hours,
-                    effective_at=effective_at,
-                    notify_owners=False,
-                )
-            )
-        except ValidationError as error:
-            raise ValidationError(_prefixed(error, allocation_words(allocation))) from error
-    _tell_owners_once(reclaims, held, reason=reason)
-    return reclaims
-
-
-def _prefixed(error: ValidationError, label: str) -> dict[str, list[str]]:
-    if hasattr(error, "error_dict"):
-        return {k: [f"{label}: {m}" for m in v] for k, v in error.message_dict.items()}
-    return {"takes": [f"{label}: {m}" for m in error.messages]}
-
-
-def _tell_owners_once(reclaims: list[Reclaim], held: dict[int, Allocation], *, reason: str):
-    by_project: dict[int, list[Reclaim]] = defaultdict(list)
-    for reclaim in reclaims:
-        by_project[reclaim.allocation.project_id].append(reclaim)
-    for project_id, items in by_project.items():
-        project = items[0].allocation.project
-        lines = "; ".join(reclaim_effect_words(r, held[r.allocation_id]) for r in items)
-        notify(
-            recipients=team_members(project.team_id),
-            kind=Notification.Kind.RECLAIM,
-            message=f"Reclaim notice for {project}: {lines}. Reason: {reason.strip()}",
-            link=project_link(project_id),
-            dedupe_key=f"reclaim-{items[0].pk}-notice",
-        )

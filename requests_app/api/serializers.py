@@ -1,6 +1,6 @@
 """Input and output shapes of /api/v1/requests/ (PRODUCT.md section 6). Input serializers only
 parse types; the rules (own teams' projects, capacity, dates, justification) live in
-services.request_clean so the form and the API give the same answers."""
+validation.request_clean so the form and the API give the same answers."""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from common.api import WriteThrottle, conflict
 from common.idempotency import idempotent
 
-from .. import policies, selectors, services
+from .. import forecasts, policies, selectors, services
 from ..workflow import Action
 from .serializers import (
     DecisionInputSerializer,
@@ -48,7 +48,7 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
     def _positions(requests):
         return {
             "queue_positions": selectors.queue_positions_for(requests),
-            "forecasts": selectors.forecasts_for(requests),
+            "forecasts": forecasts.forecasts_for(requests),
         }
 
     def handle_exception(self, exc):

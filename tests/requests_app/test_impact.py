@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from allocator import services
-from requests_app import selectors
+from requests_app import previews
 from requests_app.workflow import Status
 from tests import factories
 from tests.factories import in_days
@@ -35,7 +35,7 @@ def waiting_32(make_request, full_until_day_5):
 
 def test_fitting_request_would_be_allocated_at_once(make_request, division_lead, full_until_day_5):
     req = make_request(Status.PENDING_DIVISION, gpus=8, start=in_days(1), end=in_days(3))
-    impact = selectors.approval_impacts([req], user=division_lead)[req.pk]
+    impact = previews.approval_impacts([req], user=division_lead)[req.pk]
     assert impact.outcome == "later"  # at once, for its start tomorrow
     assert "allocated at once" in impact.sentence
     assert impact.delays == []
@@ -47,7 +47,7 @@ def test_urgent_request_delays_the_waiting_one(make_request, division_lead, wait
     req = make_request(
         Status.PENDING_DIVISION, gpus=40, start=in_days(1), end=in_days(10), priority="urgent"
     )
-    impact = selectors.approval_impacts([req], user=division_lead)[req.pk]
+    impact = previews.approval_impacts([req], user=division_lead)[req.pk]
     # then it would wait for day 5 itself, and push the 32 GPUs to day 10: 5 days later
     assert impact.outcome == "waits"
     assert abs(impact.start - in_days(5)).total_seconds() < 60
@@ -61,7 +61,7 @@ def test_low_priority_request_delays_no_one(make_request, division_lead, waiting
     req = make_request(
         Status.PENDING_DIVISION, gpus=40, start=in_days(1), end=in_days(10), priority="low"
     )
-    impact = selectors.approval_impacts([req], user=division_lead)[req.pk]
+    impact = previews.approval_impacts([req], user=division_lead)[req.pk]
     assert impact.delays == []
 
 
@@ -69,7 +69,7 @@ def test_share_effects_ignore_released_allocations(make_request, division_lead, 
     # given a released allocation over the range: it holds nothing any more
     factories.AllocationFactory(pool=pool, project=project, gpus=30, state="released")
     req = make_request(Status.PENDING_DIVISION, gpus=8, start=in_days(1), end=in_days(3))
-    effect = selectors.share_effects([req])[req.pk]
+    effect = previews.share_effects([req])[req.pk]
     assert effect.peak_now == 0 and effect.peak_after == 8
 
 
@@ -126,7 +126,7 @@ def test_two_pending_requests_that_cannot_both_fit_name_each_other(
         flexible_start=True,
     )
     # when the executive previews both
-    impacts = selectors.approval_impacts([first, second], user=executive)
+    impacts = previews.approval_impacts([first, second], user=executive)
     # then each names the other, and when it would start if the other went first
     [c1] = impacts[first.pk].competitors
     [c2] = impacts[second.pk].competitors
@@ -145,4 +145,4 @@ def test_pending_requests_that_both_fit_do_not_compete(make_request, division_le
     factories.DivisionShareFactory(division=research, pool=big, gpus=512)
     a = make_request(Status.PENDING_DIVISION, pool=big, gpus=100, start=in_days(1), end=in_days(3))
     make_request(Status.PENDING_DIVISION, pool=big, gpus=100, start=in_days(1), end=in_days(3))
-    assert selectors.approval_impacts([a], user=division_lead)[a.pk].competitors == []
+    assert previews.approval_impacts([a], user=division_lead)[a.pk].competitors == []

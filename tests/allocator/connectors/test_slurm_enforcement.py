@@ -8,8 +8,9 @@ from django.core.management import call_command
 from django.db import connection
 
 from allocator import services as engine
+from allocator.connectors.intents import intent_apply
 from allocator.connectors.models import EnforcementIntent, PoolAccount, PoolConnector, SyncRun
-from allocator.connectors.services import connector_reconcile, intent_apply
+from allocator.connectors.reconcile import connector_reconcile
 from audit.models import AuditEvent
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]

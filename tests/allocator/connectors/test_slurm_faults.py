@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from allocator import services as engine
+from allocator.connectors.intents import intent_apply, intents_dispatch_due
 from allocator.connectors.models import EnforcementIntent, PoolConnector, SyncRun
-from allocator.connectors.services import connector_reconcile, intent_apply, intents_dispatch_due
+from allocator.connectors.reconcile import connector_reconcile
 from allocator.connectors.slurm import SlurmError
 from audit.models import AuditEvent
 

@@ -6,7 +6,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from ...models import PoolConnector
-from ...services import connector_reconcile
+from ...reconcile import connector_reconcile
 from ._pools import pool_by_name
 
 
