@@ -94,7 +94,12 @@ def test_approved_released_measured_and_repaired_on_a_real_slurm(
     rita = browse(requester)
     allocation = Allocation.objects.get(pool=pool)
     rita.visit(f"/projects/{project.pk}/", "project")
-    rita.page.get_by_role("button", name=f"Release allocation {allocation.pk} now").click()
+    rita.page.get_by_role(
+        "link", name=f"Release {allocation.gpus} GPUs of {allocation.pool.name}"
+    ).click()
+    # the confirmation page: everything, now (its default)
+    expect(rita.page.locator("h1")).to_have_text("Release GPUs")
+    rita.page.get_by_role("button", name="Confirm the release").click()
     rita.page.wait_for_load_state()
 
     # then the limit drops to 0: running jobs go on, nothing new starts
