@@ -13,6 +13,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
+from schemathesis.core.media_types import YAML_MEDIA_TYPES
 from schemathesis.specs.openapi.checks import (
     ignored_auth,
     negative_data_rejection,
@@ -47,7 +48,8 @@ _counter = [0]
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
-@schemathesis.deserializer("application/yaml")
+# Every YAML media type: schemathesis picks the first registered one of the same family.
+@schemathesis.deserializer(*YAML_MEDIA_TYPES)
 def _multi_document_yaml(_ctx, response):
     """The Kueue export (PRODUCT.md section 9) is multi-document YAML, documented as a string:
     check that every document parses, then validate the text against the schema."""
