@@ -24,7 +24,9 @@ class CapacityChangeForm(forms.Form):
 
 
 class ReclaimForm(forms.Form):
-    allocation = forms.IntegerField(label="Allocation #", min_value=1)
+    """The terms of a reclaim (the scheduled-reclaim edit form reuses its fields). The
+    allocation is never typed: the guided move picks it (move_views)."""
+
     new_gpus = forms.IntegerField(
         label="GPUs it keeps", min_value=0, max_value=MAX_GPUS, help_text="0: all go back."
     )
@@ -37,16 +39,6 @@ class ReclaimForm(forms.Form):
     reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
 
     prefix = "reclaim"
-
-
-class TransferForm(ReclaimForm):
-    to_change = forms.IntegerField(
-        label="To approved request (change #)",
-        min_value=1,
-        help_text="A pending or waiting change of the same pool.",
-    )
-
-    prefix = "transfer"
 
 
 class ReclaimChangeForm(forms.Form):

@@ -17,7 +17,7 @@ from common.charts import TimelineChart, TimelineItem, timeline_chart
 from .loaders import HOLDING_STATES as HOLDING_STATES  # callers have always found it here
 from .loaders import holding_allocations, load_pool_rows
 from .models import Allocation, AllocationChange, CapacityChange, DivisionShare, Pool, Reclaim
-from .timeline import Span, Timeline
+from .timeline import Timeline
 
 
 def horizon() -> timedelta:
@@ -255,41 +255,36 @@ def pool_chart(
     days: int = 90,
     max_bars: int = 60,
 ) -> TimelineChart:
-    """The pool page's timeline (drawn by common.charts). Two queries: capacity changes,
-    allocations overlapping the window."""
+    """The pool page's timeline (drawn by common.charts): the step series summed in PostgreSQL
+    (shares.summaries.pool_steps), and the first `max_bars` allocations of the window as bars.
+    Three queries whatever the number of allocations: the steps, the bars (with how many were
+    left out), the bars' scheduled reclaims."""
+    from django.db.models import Count, Window
+
     from org.visibility import can_see_project
+
+    from .shares.summaries import pool_steps
 
     now = timezone.now()
     start = start or now - timedelta(days=7)
     end = now + timedelta(days=days)
-    rows = load_pool_rows(
-        [pool_id],
-        origin=start,
-        until=end,
-        holdings=holding_allocations().select_related("project__team").order_by("start", "id"),
-        fields=None,
+    allocations = list(
+        holding_allocations()
+        .filter(pool_id=pool_id, end__gt=start, start__lt=end)
+        .select_related("project__team")
+        .annotate(in_window=Window(Count("id")))
+        .order_by("start", "id")[:max_bars]
     )
-    allocations: list[Allocation] = rows.held[pool_id]
     # Scheduled reclaims are drawn ahead of time: the held line drops at their effective time
-    # and the part given back is a bar of its own.
+    # (pool_steps) and the part given back is a bar of its own. The latest one counts.
     pending = {
         r.allocation_id: r
         for r in Reclaim.objects.filter(
             status=Reclaim.Status.SCHEDULED, allocation__in=[a.pk for a in allocations]
-        )
+        ).order_by("effective_at", "id")
     }
-    spans = []
-    for a in allocations:
-        r = pending.get(a.pk)
-        if r is None or not a.start < r.effective_at < a.end:
-            spans.append(Span(a.start, a.end, a.gpus))
-            continue
-        spans.append(Span(a.start, r.effective_at, a.gpus))
-        if r.new_gpus:
-            spans.append(Span(r.effective_at, min(r.new_end or a.end, a.end), r.new_gpus))
-    timeline = rows.timeline(pool_id, start, held=spans)
     items = []
-    for a in allocations[:max_bars]:
+    for a in allocations:
         visible = can_see_project(user, a.project)
         name = a.project.name if visible else "Confidential project"
         items.append(
@@ -297,7 +292,7 @@ def pool_chart(
                 start=a.start,
                 end=a.end,
                 label=f"{name} · {a.gpus}",
-                title=f"#{a.pk} {name}: {a.gpus} GPUs, {a.start:%Y-%m-%d %H:%M} → "
+                title=f"{name}: {a.gpus} GPUs, {a.start:%Y-%m-%d %H:%M} → "
                 f"{a.end:%Y-%m-%d %H:%M} UTC",
                 css="bar" if visible else "bar-confidential",
             )
@@ -316,13 +311,14 @@ def pool_chart(
                     css="bar-reclaim",
                 )
             )
+    in_window = allocations[0].in_window if allocations else 0
     return timeline_chart(
-        [s for s in timeline.steps if s.at < end],
+        pool_steps(pool_id, origin=start, until=end),
         items,
         start=start,
         end=end,
         now=now,
-        left_out=max(len(allocations) - max_bars, 0),
+        left_out=max(in_window - max_bars, 0),
     )
 
 

@@ -7,24 +7,18 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from common.listing import keyset_page
 from org.roles import roles_of
 from org.visibility import can_see_project
 
 from . import selectors, services
-from .forms import (
-    CapacityChangeForm,
-    ReclaimForm,
-    ReleaseForm,
-    TransferForm,
-    add_service_errors,
-)
+from .forms import CapacityChangeForm, ReleaseForm, add_service_errors
 from .models import Allocation, AllocationChange, CapacityChange, Pool
 
 
@@ -44,16 +38,18 @@ def pool_detail(request, pk):
     for position, change in enumerate(queue, start=1):
         change.position = position
         change.visible = can_see_project(request.user, change.project)
-    allocations = Paginator(
+    # "earlier / later" from a cursor on (start, id): no COUNT(*) (docs/performance.md).
+    allocations = keyset_page(
         selectors.holding_allocations()
         .filter(pool=pool, end__gt=now)
         .select_related("project__team")
         # GPU-hours measured by the pool's scheduler connector (allocator.connectors rows, by
         # their related name: the domain never imports a connector).
-        .prefetch_related("usage_days")
-        .order_by("start", "id"),
-        50,
-    ).get_page(request.GET.get("page"))
+        .prefetch_related("usage_days"),
+        ordering=("start", "id"),
+        cursor=request.GET.get("cursor"),
+        size=50,
+    )
     for allocation in allocations:
         allocation.visible = can_see_project(request.user, allocation.project)
         days = list(allocation.usage_days.all())
@@ -87,29 +83,24 @@ def _require_ops(request):
         raise Http404
 
 
-def _prefill(request) -> TransferForm | None:
-    """A suggestion's link pre-fills the transfer form (GET, nothing happens until ops submit)."""
-    if request is None or "transfer-allocation" not in request.GET:
-        return None
-    keys = ("allocation", "new_gpus", "to_change", "reason")
-    return TransferForm(initial={k: request.GET.get(f"transfer-{k}", "") for k in keys})
-
-
 def _ops_context(request=None, **forms):
     from .forecast import reclaim_suggestions
     from .scheduled import scheduled_reclaims
+    from .signals import request_ids_for_changes
 
-    failed = (
+    failed = list(
         AllocationChange.objects.filter(status=AllocationChange.Status.FAILED)
         .select_related("pool", "project")
         .order_by("-id")[:100]
     )
+    # Named by the request people know; the change id stays internal (issue 14).
+    requests = request_ids_for_changes([c.pk for c in failed])
+    for change in failed:
+        change.request_id = requests.get(change.pk)
     return {
         "ending": selectors.projects_ending_soon(days=30),
         "failed": failed,
         "capacity_form": forms.get("capacity_form") or CapacityChangeForm(),
-        "reclaim_form": forms.get("reclaim_form") or ReclaimForm(),
-        "transfer_form": forms.get("transfer_form") or _prefill(request) or TransferForm(),
         "suggestions": reclaim_suggestions(),
         "scheduled": scheduled_reclaims(),
         "pools": selectors.pools_status(),
@@ -151,49 +142,6 @@ def ops_capacity(request):
     return _ops_invalid(request, capacity_form=form)
 
 
-def _reclaim_or_transfer(request, form_class, key):
-    _require_ops(request)
-    form = form_class(request.POST)
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            allocation = selectors.allocation_get_for_user(request.user, data["allocation"])
-            reclaim = services.allocation_reclaim(
-                allocation_id=allocation.pk,
-                actor=request.user,
-                new_gpus=data["new_gpus"],
-                new_end=data["new_end"],
-                reason=data["reason"],
-                notice_hours=data["notice_hours"],
-                transfer_to_id=data.get("to_change"),
-            )
-        except Allocation.DoesNotExist:
-            form.add_error("allocation", "Unknown allocation.")
-        except ValidationError as error:
-            add_service_errors(form, error, {"transfer_to": "to_change"})
-        else:
-            messages.success(
-                request,
-                f"Reclaim {'applied' if reclaim.status == 'applied' else 'scheduled'}: "
-                f"{services.allocation_words(allocation)}, "
-                f"{services.reclaim_effect_words(reclaim, allocation)}; the owners were told.",
-            )
-            return redirect("allocator:ops")
-    return _ops_invalid(request, **{key: form})
-
-
-@login_required
-@require_POST
-def ops_reclaim(request):
-    return _reclaim_or_transfer(request, ReclaimForm, "reclaim_form")
-
-
-@login_required
-@require_POST
-def ops_transfer(request):
-    return _reclaim_or_transfer(request, TransferForm, "transfer_form")
-
-
 @login_required
 @require_POST
 def ops_retry(request, change_id):
@@ -205,8 +153,18 @@ def ops_retry(request, change_id):
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
         return redirect("allocator:ops")
-    messages.success(request, f"Change #{change_id} sent to the apply engine again.")
+    messages.success(request, f"{_change_words(change_id)} sent to the apply engine again.")
     return redirect("allocator:ops")
+
+
+def _change_words(change_id: int) -> str:
+    """A change as people know it: "Request #12 (Atlas, 8 GPUs of a100)"."""
+    from .signals import request_ids_for_changes
+
+    change = AllocationChange.objects.select_related("pool", "project").get(pk=change_id)
+    request_id = request_ids_for_changes([change_id]).get(change_id)
+    what = f"{change.project.name}, {change.gpus} × {change.pool.name}"
+    return f"Request #{request_id} ({what})" if request_id else f"The change for {what}"
 
 
 @login_required

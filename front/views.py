@@ -6,7 +6,6 @@ those org.visibility lets see them; others see that it exists."""
 from datetime import timedelta
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import Q, Sum
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -16,6 +15,7 @@ from allocator.scheduled import scheduled_reclaims_for_project
 from allocator.selectors import horizon, pools_status
 from allocator.shares import balance, daily_load, pool_summaries
 from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
+from common.listing import keyset_page
 from org.models import Project
 from org.roles import roles_of
 from org.visibility import can_see_project
@@ -174,23 +174,17 @@ def overview(request):
     )
 
 
+def _other_params(request, own: str) -> str:
+    """The page's query without `own` (the cursor a navigation link sets)."""
+    query = request.GET.copy()
+    query.pop(own, None)
+    return query.urlencode()
+
+
 @login_required
 def project_list(request):
     now = timezone.now()
-    projects = (
-        Project.objects.select_related("team__division")
-        .annotate(
-            gpus_held=Sum(
-                "allocations__gpus",
-                filter=Q(
-                    allocations__state=Allocation.State.ACTIVE,
-                    allocations__start__lte=now,
-                    allocations__end__gt=now,
-                ),
-            )
-        )
-        .order_by("name")
-    )
+    projects = Project.objects.select_related("team__division")
     q = (request.GET.get("q") or "").strip()[:100]
     state = request.GET.get("state") or ""
     if q:
@@ -199,10 +193,22 @@ def project_list(request):
         projects = projects.filter(state=state)
     if request.GET.get("mine"):
         projects = projects.filter(team_id__in=list(roles_of(request.user).team_ids))
-    page = Paginator(projects, 50).get_page(request.GET.get("page"))
-    query = "&".join(
-        f"{k}={v}" for k, v in (("q", q), ("state", state), ("mine", request.GET.get("mine"))) if v
+    # By name, "previous / next" from a cursor on (name, id): no COUNT(*), and the GPUs held are
+    # summed for this page's projects only (docs/performance.md, "HTML lists").
+    page = keyset_page(projects, ordering=("name", "id"), cursor=request.GET.get("cursor"), size=50)
+    held = dict(
+        Allocation.objects.filter(
+            project__in=[p.pk for p in page],
+            state=Allocation.State.ACTIVE,
+            start__lte=now,
+            end__gt=now,
+        )
+        .values("project_id")
+        .annotate(total=Sum("gpus"))
+        .values_list("project_id", "total")
     )
+    for project in page:
+        project.gpus_held = held.get(project.pk, 0)
     return render(
         request,
         "org/project_list.html",
@@ -212,7 +218,7 @@ def project_list(request):
             "state": state,
             "mine": bool(request.GET.get("mine")),
             "states": Project.State.choices,
-            "query": query,
+            "query": _other_params(request, "cursor"),
         },
     )
 
@@ -231,13 +237,16 @@ def project_detail(request, pk):
     if visible:
         # All allocations, newest end first, a page at a time; "GPUs held" sums over all of
         # them in SQL (the page shows only some).
-        allocations = Paginator(
+        # "newer / older" from a cursor on (end, id) (the index on project and end).
+        allocations = keyset_page(
             project.allocations.select_related("pool", "change__request")
             # GPU-hours measured by the pool's scheduler connector (allocator.connectors).
-            .prefetch_related("usage_days")
-            .order_by("-end", "-id"),
-            50,
-        ).get_page(request.GET.get("allocations"))
+            .prefetch_related("usage_days"),
+            ordering=("-end", "-id"),
+            cursor=request.GET.get("allocations"),
+            size=50,
+            param="allocations",
+        )
         for allocation in allocations:
             days = list(allocation.usage_days.all())
             allocation.gpu_hours_used = sum(d.gpu_hours for d in days) if days else None
@@ -258,7 +267,13 @@ def project_detail(request, pk):
         # requests_app's rule: the project's requests this viewer may see (drafts only to
         # the team).
         requests = requests_visible_to(request.user).filter(project=project)
-        context["requests"] = Paginator(requests.order_by("-created_at", "-id"), 25).get_page(
-            request.GET.get("page")
+        context["requests"] = keyset_page(
+            requests,
+            ordering=("-created_at", "-id"),
+            cursor=request.GET.get("requests"),
+            size=25,
+            param="requests",
         )
+        context["allocations_query"] = _other_params(request, "allocations")
+        context["requests_query"] = _other_params(request, "requests")
     return render(request, "org/project_detail.html", context)

@@ -1,8 +1,9 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+
+from common.listing import CappedPaginator
 
 from .models import Notification
 from .services import notifications_mark_read
@@ -16,7 +17,8 @@ def notification_list(request):
     notes = Notification.objects.filter(recipient=request.user)
     if unread_only:
         notes = notes.filter(read_at__isnull=True)
-    page = Paginator(notes, 30).get_page(request.GET.get("page"))
+    # Page numbers, the total counted up to 1,000 (a person's own notices: rarely more).
+    page = CappedPaginator(notes, 30).get_page(request.GET.get("page"))
     return render(
         request,
         "notifications/list.html",

@@ -91,9 +91,13 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
     if not urgent:
         return []
     pool_ids = {c.pool_id for c in urgent}
+    # Only the allocations that overlap some suggestion's window are read: every question below
+    # (fits, shortfall, the window's steps, the candidates) looks before the latest window end.
+    until = max(_window(c, effective)[1] for c in urgent)
     rows_of = load_pool_rows(
         pool_ids,
         origin=now,
+        until=until,
         fields=(
             "id",
             "pool_id",
@@ -125,8 +129,7 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
     for change in urgent:
         rows: list[HeldAllocation] = rows_of.held[change.pool_id]
         timeline = rows_of.timeline(change.pool_id, now)
-        start = max(change.start, effective)
-        end = change.end if not change.flexible_start else start + (change.end - change.start)
+        start, end = _window(change, effective)
         suggestion: dict[str, Any] = dict(
             change_id=change.pk,
             request_id=requests.get(change.pk),
@@ -229,6 +232,14 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
             )
         )
     return out
+
+
+def _window(change: AllocationChange, effective: datetime) -> tuple[datetime, datetime]:
+    """When the suggestion should let the change hold its GPUs: from the earliest a reclaim takes
+    effect (or its own start, if later); a flexible start keeps its duration."""
+    start = max(change.start, effective)
+    end = change.end if not change.flexible_start else start + (change.end - change.start)
+    return start, end
 
 
 def _used_words(use: MeasuredUse, gpus: int) -> str:

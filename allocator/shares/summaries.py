@@ -12,8 +12,9 @@ from django.db import connection
 from django.utils import timezone
 
 from ..loaders import HOLDING_STATES
-from ..models import Pool
+from ..models import Pool, Reclaim
 from ..selectors import horizon
+from ..timeline import Step
 
 # --- summaries computed in PostgreSQL (the whole-lab pages) ---------------------------------
 #
@@ -180,3 +181,57 @@ def daily_load(
         else:
             out.append((start, int(capacity), int(held)))
     return out
+
+
+# --- one pool's step series (the pool page's timeline) ---------------------------------------
+#
+# The pool page drew its chart from a Timeline of every allocation overlapping the window (a
+# few thousand rows on a busy pool). The same sweep runs here: one event per span end, summed
+# per instant, running sums in order; only the steps come back. A scheduled reclaim is drawn
+# ahead of time, as the page always did: the allocation holds all its GPUs until the reclaim's
+# effective time, then what it keeps until its new end (the latest scheduled one counts).
+
+_POOL_STEPS_SQL = """
+    WITH r AS (
+        SELECT DISTINCT ON (allocation_id) allocation_id, effective_at, new_gpus, new_end
+        FROM allocator_reclaim WHERE status = %(scheduled)s
+        ORDER BY allocation_id, effective_at DESC, id DESC
+    ), a AS (
+        SELECT a.start, a."end", a.gpus, r.effective_at AS cut, r.new_gpus, r.new_end
+        FROM allocator_allocation a LEFT JOIN r ON r.allocation_id = a.id
+        WHERE a.pool_id = %(pool)s AND a.state = ANY(%(states)s)
+          AND a."end" > %(origin)s AND a.start < %(until)s
+    ), spans AS (
+        SELECT start AS s, "end" AS e, gpus FROM a
+        WHERE cut IS NULL OR NOT (start < cut AND cut < "end")
+        UNION ALL
+        SELECT start, cut, gpus FROM a WHERE start < cut AND cut < "end"
+        UNION ALL
+        SELECT cut, least(coalesce(new_end, "end"), "end"), new_gpus FROM a
+        WHERE start < cut AND cut < "end" AND new_gpus > 0
+    ), ev AS (
+        SELECT at, sum(dc) AS dc, sum(dh) AS dh FROM (
+            SELECT %(origin)s::timestamptz AS at, 0 AS dc, 0 AS dh
+            UNION ALL
+            SELECT greatest(effective_at, %(origin)s), delta, 0
+            FROM allocator_capacitychange WHERE pool_id = %(pool)s AND effective_at < %(until)s
+            UNION ALL SELECT greatest(s, %(origin)s), 0, gpus FROM spans WHERE e > %(origin)s
+            UNION ALL SELECT e, 0, -gpus FROM spans WHERE e > %(origin)s AND e < %(until)s
+        ) x GROUP BY at
+    ), run AS (
+        SELECT at, dc, dh, sum(dc) OVER w AS cap, sum(dh) OVER w AS held
+        FROM ev WINDOW w AS (ORDER BY at)
+    )
+    SELECT at, cap, held FROM run
+    WHERE at < %(until)s AND (at = %(origin)s OR dc <> 0 OR dh <> 0)
+    ORDER BY at
+"""
+
+
+def pool_steps(pool_id: int, *, origin: datetime, until: datetime) -> list[Step]:
+    """The pool's steps (instant, capacity, GPUs held) from `origin` to before `until`, scheduled
+    reclaims drawn ahead of time: what `Timeline(origin, capacity changes, spans).steps` gives
+    for those instants (tests/allocator/test_summaries.py). One query; the rows read are the
+    allocations overlapping the window, the rows sent back are the steps."""
+    params = _params([pool_id], origin, until, pool=pool_id, scheduled=Reclaim.Status.SCHEDULED)
+    return [Step(at, int(cap), int(held)) for at, cap, held in _rows(_POOL_STEPS_SQL, params)]

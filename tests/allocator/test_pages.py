@@ -93,8 +93,6 @@ def test_ops_console_is_404_for_non_ops(client, persona, request):
     assert client.get(reverse("allocator:ops")).status_code == 404
     for name in [
         "allocator:ops-capacity",
-        "allocator:ops-reclaim",
-        "allocator:ops-transfer",
         "allocator:ops-move",
     ]:
         assert client.post(reverse(name), {}).status_code == 404
@@ -176,46 +174,6 @@ def test_ops_capacity_form_inline_errors(client, ops, pool, project, data, error
     assert response.status_code == 400
     assert error in response.content.decode()
     assert CapacityChange.objects.filter(pool=pool).count() == 1
-
-
-def test_ops_reclaim_form(client, ops, pool, project):
-    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
-    _login(client, ops)
-    response = client.post(
-        reverse("allocator:ops-reclaim"),
-        {
-            "reclaim-allocation": allocation.pk,
-            "reclaim-new_gpus": 4,
-            "reclaim-reason": "Room for launch",
-        },
-    )
-    assert response.status_code == 302
-    assert Reclaim.objects.get().new_gpus == 4
-
-
-@pytest.mark.parametrize(
-    ("data", "error"),
-    [
-        ({"reclaim-new_gpus": -1}, "greater than or equal"),
-        ({"reclaim-new_gpus": 9}, "from 0 to 8"),
-        ({"reclaim-allocation": 987654}, "Unknown allocation"),
-        ({"reclaim-reason": ""}, "required"),
-        ({"reclaim-reason": "   "}, "required"),
-        ({"reclaim-new_gpus": "many"}, "whole number"),
-        ({"reclaim-notice_hours": 10**7}, "less than or equal"),
-        ({"reclaim-new_end": "yesterday"}, "valid date"),
-        ({"reclaim-notice_hours": 24 * 60}, "before the notice period is over"),
-    ],
-)
-def test_ops_reclaim_form_inline_errors(client, ops, pool, project, data, error):
-    allocation = factories.AllocationFactory(pool=pool, project=project, gpus=8)
-    _login(client, ops)
-    form = {"reclaim-allocation": allocation.pk, "reclaim-new_gpus": 4, "reclaim-reason": "x"}
-    form.update(data)
-    response = client.post(reverse("allocator:ops-reclaim"), form)
-    assert response.status_code == 400
-    assert error in response.content.decode()
-    assert not Reclaim.objects.exists()
 
 
 def test_ops_transfer_by_typed_number_is_gone_from_the_console(client, ops, pool, project):

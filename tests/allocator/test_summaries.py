@@ -10,7 +10,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from allocator.models import Allocation, CapacityChange
+from allocator.loaders import HOLDING_STATES
+from allocator.models import Allocation, CapacityChange, Reclaim
 from allocator.shares import (
     balance,
     daily_load,
@@ -19,6 +20,8 @@ from allocator.shares import (
     reclaim_lists,
     summed_timeline,
 )
+from allocator.shares.summaries import pool_steps
+from allocator.timeline import Span, Step, Timeline
 from common.charts import daily_points
 from tests import factories
 
@@ -196,3 +199,86 @@ def test_balance_query_count_does_not_depend_on_who_is_over(django_assert_num_qu
     with django_assert_num_queries(6):
         (pb,) = balance()
     assert all(row.reclaim == [] for row in pb.rows)
+
+
+# --- the pool page's step series (allocator.shares.summaries.pool_steps) ---------------------
+
+
+def _with_scheduled_reclaims(pools, origin, rng):
+    """Scheduled reclaims on about a third of the holding allocations: all back or some kept,
+    with and without a new end, effective before the start, inside and after the end; a few
+    allocations with two (the latest counts); and applied or cancelled ones, which do not."""
+    ops = factories.UserFactory()
+    for allocation in Allocation.objects.filter(pool__in=pools).order_by("id"):
+        if rng.random() > 0.35:
+            continue
+        for _ in range(rng.choice([1, 1, 1, 2])):
+            span = allocation.end - allocation.start
+            effective = allocation.start + span * rng.choice([-0.2, 0.0, 0.3, 0.5, 1.0, 1.3])
+            new_end = rng.choice(
+                [None, None, allocation.end - span * 0.1, effective + span * 0.1, effective]
+            )
+            Reclaim.objects.create(
+                allocation=allocation,
+                new_gpus=rng.choice([0, 0, max(allocation.gpus // 2, 1), allocation.gpus]),
+                new_end=new_end,
+                effective_at=effective,
+                reason="generated",
+                status=rng.choice([Reclaim.Status.SCHEDULED] * 4 + [Reclaim.Status.CANCELLED]),
+                created_by=ops,
+            )
+
+
+def expected_pool_steps(pool, *, origin, until):
+    """The pool chart as it was built in Python: a Timeline of every holding allocation
+    overlapping the window, a scheduled reclaim cutting its span at the effective time (the
+    latest scheduled one per allocation), the steps before `until`."""
+    held = list(
+        Allocation.objects.filter(
+            pool=pool, state__in=HOLDING_STATES, end__gt=origin, start__lt=until
+        )
+    )
+    pending = {
+        r.allocation_id: r
+        for r in Reclaim.objects.filter(
+            status=Reclaim.Status.SCHEDULED, allocation__in=held
+        ).order_by("effective_at", "id")
+    }
+    spans = []
+    for a in held:
+        r = pending.get(a.pk)
+        if r is None or not a.start < r.effective_at < a.end:
+            spans.append(Span(a.start, a.end, a.gpus))
+            continue
+        spans.append(Span(a.start, r.effective_at, a.gpus))
+        if r.new_gpus:
+            spans.append(Span(r.effective_at, min(r.new_end or a.end, a.end), r.new_gpus))
+    changes = CapacityChange.objects.filter(pool=pool).values_list("effective_at", "delta")
+    timeline = Timeline(origin, list(changes), spans)
+    return [s for s in timeline.steps if s.at < until]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pool_steps_match_the_timeline(seed):
+    # given generated pools with scheduled reclaims, and the pool page's window
+    now = timezone.now().replace(microsecond=0)
+    pools, _, rng = _lab(seed, now)
+    _with_scheduled_reclaims(pools, now, rng)
+    origin, until = now - timedelta(days=7), now + timedelta(days=DAYS)
+
+    for pool in pools:
+        # when
+        steps = pool_steps(pool.pk, origin=origin, until=until)
+
+        # then every step (instant, capacity, held) is the Timeline's
+        assert steps == expected_pool_steps(pool, origin=origin, until=until)
+        assert steps[0].at == origin
+
+
+def test_pool_steps_of_an_empty_pool_and_an_origin_with_microseconds():
+    pool = factories.PoolFactory(capacity=0)
+    CapacityChange.objects.filter(pool=pool).delete()
+    origin = timezone.now()
+    assert pool_steps(pool.pk, origin=origin, until=origin + timedelta(days=1)) == [
+        Step(origin, 0, 0)
+    ]

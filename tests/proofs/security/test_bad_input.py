@@ -847,15 +847,6 @@ PAGE_CASES = [
         ]
     ],
     *[
-        (f"reclaim form {label}", "ops", "allocator:ops-reclaim", None, "reclaim_form", fn, f)
-        for label, f, fn in [
-            ("allocation unknown", "allocation", lambda w: _rec_form(w, allocation="999999999")),
-            ("allocation=2^63", "allocation", lambda w: _rec_form(w, allocation=str(2**63))),
-            ("new_gpus=-1", "new_gpus", lambda w: _rec_form(w, new_gpus="-1")),
-            ("reason blank", "reason", lambda w: _rec_form(w, reason="")),
-        ]
-    ],
-    *[
         (f"share form {label}", "executive", "allocator:balance", None, "form", fn, f)
         for label, f, fn in [
             ("gpus=-1", "gpus", lambda w: _share_form(w, gpus="-1")),
@@ -877,17 +868,6 @@ def _cap_form(w, **overrides):
     }
     data.update(overrides)
     return {f"capacity-{k}": v for k, v in data.items()}  # the form's prefix
-
-
-def _rec_form(w, **overrides):
-    data = {
-        "allocation": str(w["allocation"].pk),
-        "new_gpus": "8",
-        "notice_hours": "72",
-        "reason": "Needed.",
-    }
-    data.update(overrides)
-    return {f"reclaim-{k}": v for k, v in data.items()}  # the form's prefix
 
 
 def _share_form(w, **overrides):
