@@ -4,7 +4,7 @@ queries."""
 import pytest
 from django.urls import reverse
 
-from allocator.models import Allocation, AllocationChange, CapacityChange, Reclaim
+from allocator.models import Allocation, AllocationChange, CapacityChange
 from tests import factories
 from tests.factories import in_days
 
@@ -109,12 +109,14 @@ def test_ops_console_lists_ending_projects_and_failed_applies(
     failed = factories.AllocationChangeFactory(
         pool=pool, project=later, status="failed", last_error="boom"
     )
+    req = factories.ComputeRequestFactory(project=later, pool=pool, change=failed)
     _login(client, ops)
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(15):
         response = client.get(reverse("allocator:ops"))
     body = response.content.decode()
     assert "Sunset" in body and "Evergreen" not in body.split("Failed applies")[0]
-    assert f"#{failed.pk}" in body and "boom" in body
+    # the failed apply is named by its request, the change id stays internal
+    assert f"Request #{req.pk}" in body.split("Failed applies")[1] and "boom" in body
     assert reverse("allocator:ops-retry", args=[failed.pk]) in body
 
 

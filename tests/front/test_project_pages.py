@@ -4,8 +4,12 @@ a confidential project's requests and allocations only for those allowed."""
 import pytest
 from django.urls import reverse
 
+from org.models import Project
 from tests import factories
 from tests.factories import in_days
+from tests.support.navigation import walk
+
+PROJECT_PAGE_QUERIES = 11
 
 
 @pytest.fixture
@@ -33,11 +37,52 @@ def test_project_list_paginated_with_gpus_held(
         response = client.get(reverse("org:project-list"))
     body = response.content.decode()
     assert response.status_code == 200
-    assert "Atlas" in body and "24" in body and "Page 1 of 2" in body
+    assert "Atlas" in body and "24" in body and "Next →" in body
     assert "Atlas" in client.get(reverse("org:project-list") + "?q=atl").content.decode()
     assert "P001" not in client.get(reverse("org:project-list") + "?q=atl").content.decode()
-    # nonsense filters are ignored, not errors
-    assert client.get(reverse("org:project-list") + "?state=bogus&page=xyz").status_code == 200
+    # nonsense filters and cursors are ignored, not errors
+    bogus = "?state=bogus&page=xyz&cursor=older.xyz"
+    assert client.get(reverse("org:project-list") + bogus).status_code == 200
+
+
+def test_project_list_walks_to_the_end_by_name_with_its_filter(client, requester, project):
+    # given 120 projects matching the search and some that do not
+    team = project.team
+    wanted = {factories.ProjectFactory(team=team, name=f"Run {i:03d}").pk for i in range(120)}
+    for i in range(10):
+        factories.ProjectFactory(team=team, name=f"Other {i}")
+    client.force_login(requester)
+
+    # when the list is walked through "Next" to the end
+    seen = walk(
+        client,
+        reverse("org:project-list"),
+        lambda r: [p.pk for p in r.context["page"]],
+        first="q=run",
+    )
+
+    # then every matching project shows once, by name
+    assert sorted(seen) == sorted(wanted) and len(seen) == len(set(seen))
+    names = dict(Project.objects.filter(pk__in=seen).values_list("pk", "name"))
+    assert [names[pk] for pk in seen] == [f"Run {i:03d}" for i in range(120)]
+
+
+@pytest.mark.parametrize("n", [2, 40])
+def test_project_page_query_count_does_not_grow(client, requester, project, pool, n):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(n):
+        factories.AllocationFactory(pool=pool, project=project, gpus=1)
+        factories.ComputeRequestFactory(project=project, pool=pool, requester=requester)
+    client.force_login(requester)
+    url = reverse("org:project-detail", args=[project.pk])
+    client.get(url)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    # session, user, roles (2), project, allocations page (+ usage), GPUs held, scheduled
+    # reclaims, requests page, unread count: the same at 2 and at 40 of each
+    assert len(queries) == PROJECT_PAGE_QUERIES
 
 
 @pytest.mark.parametrize("persona", ["requester", "division_lead", "executive", "ops"])
