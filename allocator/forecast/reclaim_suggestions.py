@@ -179,13 +179,15 @@ def reclaim_suggestions(*, now: datetime | None = None, limit: int = 10) -> list
             return tl
 
         chosen: list[HeldAllocation] = []
+        current = timeline  # freed(chosen), kept up to date as picks are added
         for r in candidates:
-            if freed(chosen).fits(change.gpus, start, end):
+            if current.fits(change.gpus, start, end):
                 break
-            short = freed(chosen).shortfall(change.gpus, start, end)
+            short = current.shortfall(change.gpus, start, end)
             if short is not None and r.start <= short.at < r.end:
                 chosen.append(r)
-        if not freed(chosen).fits(change.gpus, start, end):
+                current = current.with_span(Span(max(r.start, effective), r.end, -r.gpus))
+        if not current.fits(change.gpus, start, end):
             out.append(
                 ReclaimSuggestion(
                     **suggestion,
