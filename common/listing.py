@@ -26,7 +26,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
-from django.db.models import DateTimeField, Model, Q, QuerySet
+from django.db.models import DateTimeField, Field, Model, Q, QuerySet
 from django.utils.dateparse import parse_date, parse_datetime
 
 OLDER = "older"
@@ -53,7 +53,7 @@ def _decode(cursor: str, count: int) -> list[Any] | None:
         return None
     if not isinstance(values, list) or len(values) != count:
         return None
-    out = []
+    out: list[Any] = []
     for v in values:
         if isinstance(v, dict) and isinstance(v.get("t"), str) and len(v) == 1:
             text = v["t"]
@@ -84,6 +84,8 @@ def _typed(model: type[Model], names: Sequence[str], values: list[Any]) -> list[
     out = []
     for name, value in zip(names, values, strict=True):
         target = model._meta.pk if name in ("pk", "id") else model._meta.get_field(name)
+        if not isinstance(target, Field):  # a relation's reverse side is never a key here
+            return None
         try:
             typed = target.to_python(value)
             if isinstance(typed, int) and not -(2**63) <= typed < 2**63:

@@ -413,7 +413,7 @@ def test_page_authorization_matrix(client, matrix_world, state, caplog):
         ("/ops/", "get", "ops"),
         ("/balance/", "get", "executive"),
         ("/ops/capacity/", "post", "ops"),
-        ("/ops/reclaim/", "post", "ops"),
+        ("/ops/move/", "post", "ops"),
         ("/balance/", "post", "executive"),
     ],
 )
