@@ -22,7 +22,8 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
     serializer_class = RequestOutputSerializer
     filterset_class = selectors.RequestFilter
     search_fields = ["project__name", "goal", "expected_outcome"]
-    ordering_fields = ["created_at", "submitted_at", "gpus", "start"]
+    # Cursor keys only: columns that are never empty (submitted_at may be, so it is not offered).
+    ordering_fields = ["created_at", "gpus", "start", "id"]
     ordering = ["-created_at", "-id"]
     # Filing and deciding are rate-limited per user: a burst answers 429 with Retry-After.
     throttled_actions = {"create", "approve", "reject", "request_changes"}
