@@ -24,10 +24,11 @@ from typing import Any
 from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
-from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from .filters import FilterError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -35,8 +36,8 @@ COUNT_CAP = 1000
 PAGE_SIZE_MESSAGE = f"Give a whole number of rows per page from 1 to {MAX_PAGE_SIZE}."
 
 
-def _bad(param: str, message: str) -> ValidationError:
-    return ValidationError({param: [message]})
+def _bad(param: str, message: str) -> FilterError:
+    return FilterError({param: [message]})
 
 
 def _key_field(model, path: str):
