@@ -253,3 +253,60 @@ def test_a_confidential_projects_rows_never_show_to_outsiders(lab, request, url,
     assert listed and pages[0]["count"] == len(listed)
     assert secret.pk not in {row.get("project") for row in rows}
     assert "Hush" not in str(rows)
+
+
+# --- Every cursor order is read from an index (as tests/requests_app/test_indexes.py) ---
+
+
+def plan_of(queryset) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+    try:
+        return queryset.explain()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_sort")
+
+
+def _page_after(queryset, ordering: list[str], reverse: bool = False):
+    """The page query the paginator runs after a cursor: keyset filter, order, LIMIT."""
+    from common.pagination import CursorPagination
+
+    row = queryset.order_by(*ordering).first()
+    values = [getattr(row, term.lstrip("-")) for term in ordering]
+    order = [t[1:] if t.startswith("-") else f"-{t}" for t in ordering] if reverse else ordering
+    return queryset.filter(CursorPagination._after(ordering, values, reverse)).order_by(*order)[:51]
+
+
+CURSOR_ORDERS = [
+    (lambda: Allocation.objects.all(), ["-start", "-id"], "allocation_recent"),
+    (lambda: Allocation.objects.all(), ["end", "id"], "allocation_by_end"),
+    (lambda: Allocation.objects.all(), ["-gpus", "-id"], "allocation_by_gpus"),
+    (lambda: ComputeRequest.objects.all(), ["-created_at", "-id"], "request_recent"),
+    (lambda: ComputeRequest.objects.all(), ["gpus", "id"], "request_by_gpus"),
+    (lambda: ComputeRequest.objects.all(), ["start", "id"], "request_by_start"),
+    (lambda: CapacityChange.objects.all(), ["-effective_at", "-id"], "capacity_change_recent"),
+    (lambda: Project.objects.all(), ["name", "id"], "project_by_name"),
+    (lambda: AuditEvent.objects.all(), ["-at", "-id"], "audit_recent"),
+    (
+        lambda: Notification.objects.filter(
+            recipient_id=Notification.objects.values_list("recipient_id", flat=True)[0]
+        ),
+        ["-created_at", "-id"],
+        "notification_recent",
+    ),
+]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["next", "previous"])
+@pytest.mark.parametrize(
+    ("rows", "ordering", "index"), CURSOR_ORDERS, ids=[i for _, _, i in CURSOR_ORDERS]
+)
+def test_a_page_after_a_cursor_reads_its_index(lab, rows, ordering, index, reverse):
+    plan = plan_of(_page_after(rows(), ordering, reverse))
+    assert index in plan
+    assert "Sort Key" not in plan
+    # the cursor's first key bounds the index scan (it does not read from the start)
+    assert "Index Cond" in plan
