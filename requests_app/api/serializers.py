@@ -2,6 +2,8 @@
 parse types; the rules (own teams' projects, capacity, dates, justification) live in
 validation.request_clean so the form and the API give the same answers."""
 
+from collections.abc import Mapping
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
@@ -32,7 +34,9 @@ class RequestInputSerializer(serializers.Serializer):
 def parsed_values(serializer: serializers.Serializer) -> dict:
     """The fields of an input that failed is_valid() which did parse (with their defaults), so
     the rules can still be checked on them: one answer names every problem."""
-    values = {}
+    values: dict = {}
+    if not isinstance(serializer.initial_data, Mapping):
+        return values  # not an object at all: the one error is already said
     for name, field in serializer.fields.items():
         if name in serializer.errors:
             continue

@@ -1,5 +1,7 @@
 """/api/v1/requests/: thin views that parse input, call one service, serialize the result."""
 
+from collections.abc import Mapping
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -70,6 +72,8 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
         if data.is_valid():
             return data.validated_data
         errors = {field: [str(m) for m in messages] for field, messages in data.errors.items()}
+        if not isinstance(request.data, Mapping):
+            raise ValidationError(errors)  # not an object: nothing more to check
         try:
             validation.request_clean(
                 user=request.user, data={**(current or {}), **parsed_values(data)}
