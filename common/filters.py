@@ -68,9 +68,10 @@ class StrictFilterBackend(DjangoFilterBackend):
                 listed = ", ".join(sorted(known - ALWAYS_KNOWN)) or "none"
                 errors[name] = [f"Unknown filter. This list takes: {listed}."]
         for name, spec in filters.items():
-            if isinstance(spec, django_filters.BooleanFilter) and name in request.query_params:
-                if request.query_params[name].strip().lower() not in BOOLEAN_VALUES:
-                    errors[name] = ["Give true or false."]
+            raw = request.query_params.get(name)
+            boolean = isinstance(spec, django_filters.BooleanFilter)
+            if boolean and raw is not None and raw.strip().lower() not in BOOLEAN_VALUES:
+                errors[name] = ["Give true or false."]
         if errors:
             raise FilterError(errors)
         try:
@@ -90,11 +91,17 @@ class StrictOrderingFilter(OrderingFilter):
         params = request.query_params.get(self.ordering_param)
         if params and _is_list(view):
             terms = [term.strip() for term in params.split(",") if term.strip()]
-            valid = {name for name, _label in self.get_valid_fields(queryset, view, {"request": request})}
+            valid = {
+                name for name, _label in self.get_valid_fields(queryset, view, {"request": request})
+            }
             unknown = [term for term in terms if term.lstrip("-") not in valid]
             if unknown or not terms:
                 offered = ", ".join(sorted(valid)) or "none"
                 raise FilterError(
-                    {self.ordering_param: [f"Order by one of: {offered} (“-” before for descending)."]}
+                    {
+                        self.ordering_param: [
+                            f"Order by one of: {offered} (“-” before for descending)."
+                        ]
+                    }
                 )
         return super().get_ordering(request, queryset, view)

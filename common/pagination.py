@@ -65,6 +65,10 @@ def _value_of(instance, path: str):
     return instance
 
 
+def _reversed(ordering: list[str]) -> list[str]:
+    return [term[1:] if term.startswith("-") else f"-{term}" for term in ordering]
+
+
 def _encode_value(value):
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -180,11 +184,7 @@ class CursorPagination(BasePagination):
         self.count = min(counted, self.count_cap)
         self.count_capped = counted > self.count_cap
 
-        if reverse:
-            order = [t[1:] if t.startswith("-") else f"-{t}" for t in ordering]
-        else:
-            order = ordering
-        page = queryset.order_by(*order)
+        page = queryset.order_by(*(_reversed(ordering) if reverse else ordering))
         if cursor is not None:
             page = page.filter(self._after(ordering, cursor[0], reverse))
         rows = list(page[: size + 1])

@@ -73,7 +73,11 @@ def lab(team, other_team, project, pool, executive, ops, requester):
 
 # url, who lists it, the rows that person may see (in the list's default order)
 LISTS = [
-    ("/api/v1/requests/", "executive", lambda: ComputeRequest.objects.order_by("-created_at", "-id")),
+    (
+        "/api/v1/requests/",
+        "executive",
+        lambda: ComputeRequest.objects.order_by("-created_at", "-id"),
+    ),
     ("/api/v1/allocations/", "executive", lambda: Allocation.objects.order_by("-start", "-id")),
     ("/api/v1/pools/", "executive", lambda: Pool.objects.order_by("cluster", "gpu_model", "id")),
     (
