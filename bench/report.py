@@ -129,7 +129,8 @@ def table(results: dict) -> str:
     scales = [s for s in results.get("scales", []) if "pages" in s]
     small = _by_page(scales[0]["pages"]) if len(scales) > 1 else {}
     meta = results.get("meta", {})
-    fraction = (meta.get("dataset") or {}).get("fraction", "?")
+    fraction = scales[-1]["fraction"] if scales else (meta.get("dataset") or {}).get("fraction")
+    fraction = f"{fraction:g}" if isinstance(fraction, int | float) else "?"
     load = (meta.get("load_average_start"), meta.get("load_average_end"))
     lines.append(f"Load average (1, 5, 15 min) at the start {load[0]}, at the end {load[1]}")
     lines.append("")
@@ -142,7 +143,7 @@ def table(results: dict) -> str:
         sb = scales[0].get("baseline") or {}
         lines.append(
             f"{'':<39} {'-- fraction ' + format(sf, 'g') + ' --':^23}  "
-            f"{'-- fraction ' + format(fraction, 'g') + ' --':^32}"
+            f"{'-- fraction ' + fraction + ' --':^32}"
         )
         lines.append(
             f"{'page':<28} {'persona':<10} {'ms':>7} {'x view':>7} {'queries':>7}  {'ms':>7} "
@@ -219,7 +220,7 @@ def table(results: dict) -> str:
     lines.append("Fit questions and the forecast")
     for row in results.get("fit", []):
         lines.append(
-            f"{row['name']:<32} pool {row['pool']!s:<5} {_num(row.get('median_ms'), '{:.2f}'):>9} ms"
+            f"{row['name']:<32} pool {row.get('pool', '-')!s:<5} {_num(row.get('median_ms'), '{:.2f}'):>9} ms"
             f" (p95 {_num(row.get('p95_ms'), '{:.2f}')}), {row.get('queries')} queries"
         )
     lines.append("")
@@ -229,7 +230,7 @@ def table(results: dict) -> str:
     )
     for row in results.get("throughput", []):
         lines.append(
-            f"{row['workers']:>7} {row['changes']:>7} {_num(row.get('apply_per_s')):>8} "
+            f"{row.get('workers', '-')!s:>7} {row.get('changes', '-')!s:>7} {_num(row.get('apply_per_s')):>8} "
             f"{_num(row.get('baseline_tx_per_s')):>9} {_num(row.get('ratio'), '{:.2f}'):>6} "
             f"{row.get('applied', '-')!s:>7} {row.get('violations', '-')!s:>10}"
             + (f"  ERROR {row['error']}" if row.get("error") else "")
