@@ -31,18 +31,26 @@ def _numbers(text: str, kind=float) -> list:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__.split("\n")[0])
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(
+        prog="python3 dev.py bench",
+        description=__doc__.split("\n\n", 1)[1],
+        epilog="docs/performance.md: what each stage measures, the targets, the latest run.",
+        formatter_class=Formatter,
+    )
     p.add_argument(
         "--fractions",
         default="0.1,1",
-        help="lab sizes, comma-separated (default 0.1,1): the pages at each, the rest at the largest",
+        help="lab sizes, comma-separated: the pages at each, the rest at the largest",
     )
     p.add_argument("--fraction", type=float, help="one lab size (the same as --fractions F)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the lab generator's seed")
     p.add_argument(
         "--db",
         help="database names, one per fraction in --fractions order; or one name, for the largest "
-        "(smaller ones get <name>_f<fraction>). Default allotment_bench[_f<fraction>]",
+        "(smaller ones get <name>_f<fraction>); none: allotment_bench[_f<fraction>]",
     )
     p.add_argument("--regenerate", action="store_true", help="drop and regenerate the data sets")
     p.add_argument("--drop-after", action="store_true", help="drop the databases at the end")
@@ -50,18 +58,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="unmeasured requests per page first")
     p.add_argument("--api-page-size", type=int, default=1000, help="page_size of the API walks")
     p.add_argument("--walk-max-pages", type=int, default=2000, help="give up a walk after this")
-    p.add_argument("--fit-repeats", type=int, default=30)
+    p.add_argument("--fit-repeats", type=int, default=30, help="measured calls per fit question")
     p.add_argument("--changes", type=int, default=200, help="changes per throughput run")
-    p.add_argument(
-        "--workers", default="1,2,4", help="process counts for the throughput runs (1,2,4)"
-    )
+    p.add_argument("--workers", default="1,2,4", help="process counts for the throughput runs")
     p.add_argument("--pools", type=int, default=3, help="bench pools the throughput runs share")
     p.add_argument("--latency-rate", type=float, default=10.0, help="approvals per second")
-    p.add_argument("--latency-seconds", type=float, default=15.0)
-    p.add_argument("--celery-workers", type=int, default=2)
+    p.add_argument("--latency-seconds", type=float, default=15.0, help="approving for this long")
+    p.add_argument("--celery-workers", type=int, default=2, help="for the latency run")
     p.add_argument("--http-processes", type=int, default=3, help="gunicorn worker processes")
     p.add_argument("--http-threads", type=int, default=4, help="threads per gunicorn worker")
-    p.add_argument("--http-clients", default="8,32", help="concurrent HTTP clients (8,32)")
+    p.add_argument("--http-clients", default="8,32", help="concurrent HTTP clients, one run each")
     p.add_argument("--http-seconds", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--http-warmup", type=float, default=2.0, help="unmeasured seconds first")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
