@@ -58,7 +58,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="unmeasured requests per page first")
     p.add_argument("--api-page-size", type=int, default=1000, help="page_size of the API walks")
     p.add_argument("--walk-max-pages", type=int, default=2000, help="give up a walk after this")
-    p.add_argument("--fit-repeats", type=int, default=30, help="measured calls per fit question")
+    p.add_argument(
+        "--walk-max-seconds", type=float, default=240.0, help="give up a walk after this long"
+    )
+    p.add_argument("--fit-repeats", type=int, default=10, help="measured calls per fit question")
     p.add_argument("--changes", type=int, default=200, help="changes per throughput run")
     p.add_argument("--workers", default="1,2,4", help="process counts for the throughput runs")
     p.add_argument("--pools", type=int, default=3, help="bench pools the throughput runs share")
@@ -237,6 +240,7 @@ def main(argv: list[str]) -> int:
                 repeats=args.repeats,
                 warmup=args.warmup,
                 max_pages=args.walk_max_pages,
+                max_seconds=args.walk_max_seconds,
                 log=log,
             )
         subjects = None

@@ -31,9 +31,10 @@ def _local(url: str) -> str:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def walk(client, first: str, *, max_pages: int) -> dict:
-    """GET `first`, then every `next` until there is none (or `max_pages`). Returns the last
-    page's path, the pages, rows and distinct ids seen, the seconds and the queries it took."""
+def walk(client, first: str, *, max_pages: int, max_seconds: float = 1e9) -> dict:
+    """GET `first`, then every `next` until there is none (giving up after `max_pages` pages or
+    `max_seconds`). Returns the last page's path, the pages, rows and distinct ids seen, the
+    seconds and the queries it took."""
     path, pages, rows, ids = first, 0, 0, set()
     started = time.perf_counter()
     with CaptureQueriesContext(connection) as captured:
@@ -52,7 +53,11 @@ def walk(client, first: str, *, max_pages: int) -> dict:
             if not following:
                 break
             if pages >= max_pages:
-                raise RuntimeError(f"no last page within {max_pages} pages")
+                raise RuntimeError(f"no last page within {max_pages} pages ({rows} rows)")
+            if time.perf_counter() - started > max_seconds:
+                raise RuntimeError(
+                    f"no last page within {max_seconds:g} s ({pages} pages, {rows} rows)"
+                )
             path = _local(following)
     return {
         "last_path": path,
@@ -64,7 +69,9 @@ def walk(client, first: str, *, max_pages: int) -> dict:
     }
 
 
-def run(*, page_size: int, repeats: int, warmup: int, max_pages: int, log) -> list[dict]:
+def run(
+    *, page_size: int, repeats: int, warmup: int, max_pages: int, max_seconds: float, log
+) -> list[dict]:
     client = _client(personas()["exec"])
     rows = []
     for name in LISTS:
@@ -77,7 +84,7 @@ def run(*, page_size: int, repeats: int, warmup: int, max_pages: int, log) -> li
                 raise RuntimeError(f"HTTP {head.status_code} on {first}")
             results = data if isinstance(data, list) else data.get("results", [])
             row["per_page"] = len(results)
-            found = walk(client, first, max_pages=max_pages)
+            found = walk(client, first, max_pages=max_pages, max_seconds=max_seconds)
             row.update(
                 last_path=found["last_path"],
                 pages=found["pages"],

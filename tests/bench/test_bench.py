@@ -210,7 +210,7 @@ def test_the_api_walk_follows_next_to_the_last_page_and_sees_every_row_once(page
 
 
 @pytest.mark.django_db
-def test_the_api_walk_gives_up_after_max_pages():
+def test_the_api_walk_gives_up_after_max_pages_or_seconds():
     # given
     client = Client()
     client.force_login(factories.RoleGrantFactory(role="executive").user)
@@ -220,6 +220,8 @@ def test_the_api_walk_gives_up_after_max_pages():
     # when / then
     with pytest.raises(RuntimeError, match="no last page within 2 pages"):
         api.walk(client, "/api/v1/allocations/?page_size=1", max_pages=2)
+    with pytest.raises(RuntimeError, match=r"no last page within 0 s \(1 pages, 1 rows\)"):
+        api.walk(client, "/api/v1/allocations/?page_size=1", max_pages=10, max_seconds=0)
 
 
 def _page(name, persona, ms, ratio_, queries=5):
