@@ -291,7 +291,7 @@ def table(results: dict) -> str:
     verdicts = results.get("summary") or summary(results)
     if verdicts:
         lines.append("")
-        lines.append(f"Targets (ratios within this run; the lab at fraction {fraction})")
+        lines.append(f"Targets (ratios within this run; the largest lab: fraction {fraction})")
         width = max(len(v["target"]) for v in verdicts)
         for v in verdicts:
             status = {True: "met", False: "MISSED", None: "not measured"}[v["met"]]
@@ -334,12 +334,12 @@ def summary(results: dict) -> list[dict]:
             met, figure = False, f"{figure}; {len(failed)} failed"
         out.append(_verdict(label, met, figure))
     pairs = _scale_pairs(results)
-    label = "every page at 100% <= 1.5x itself at 10% of the lab"
+    label = "every page at 100% of the lab <= 1.5x itself at 10%"
     if pairs:
         scales = results["scales"]
         label = (
-            f"every page at {scales[-1]['fraction']:g} <= 1.5x itself at "
-            f"{scales[0]['fraction']:g} of the lab"
+            f"every page at {scales[-1]['fraction'] * 100:g}% of the lab <= 1.5x itself at "
+            f"{scales[0]['fraction'] * 100:g}%"
         )
         rows = [(f"{b['name']} ({b['persona']})", _scale_ratio((a, b))) for a, b in pairs]
         out.append(_verdict(label, *_worst(rows, TARGETS["scale_ratio"], "x{:.2f}")))
