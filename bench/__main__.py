@@ -59,7 +59,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--api-page-size", type=int, default=1000, help="page_size of the API walks")
     p.add_argument("--walk-max-pages", type=int, default=2000, help="give up a walk after this")
     p.add_argument(
-        "--walk-max-seconds", type=float, default=240.0, help="give up a walk after this long"
+        "--walk-max-seconds", type=float, default=600.0, help="give up a walk after this long"
     )
     p.add_argument("--fit-repeats", type=int, default=10, help="measured calls per fit question")
     p.add_argument("--changes", type=int, default=200, help="changes per throughput run")
