@@ -472,8 +472,17 @@ def cmd_bench(argv: list[str]) -> int:
     (ROOT / "test-output").mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
         start_services(stack, prefer_local=True, data_dir=VAR / "test-servers")
-        result = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, check=False)
-    return result.returncode
+        child = subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=ROOT)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the bench too: let it stop its workers and gunicorn (by their pids)
+            # and write what it has. subprocess.run would SIGKILL it at once, orphaning them.
+            try:
+                return child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "bench": cmd_bench}

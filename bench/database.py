@@ -18,9 +18,14 @@ NAME_OK = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 def default_name(fraction: float) -> str:
     """`allotment_bench` for the full lab; its own database for each smaller fraction, so a quick
     run never replaces the full data set."""
+    return derived_name("allotment_bench", fraction)
+
+
+def derived_name(name: str, fraction: float) -> str:
+    """A smaller fraction's database beside `name` (the largest fraction's), e.g. x_f0_1."""
     if fraction >= 1:
-        return "allotment_bench"
-    return "allotment_bench_f" + f"{fraction:g}".replace(".", "_").replace("-", "_")
+        return name
+    return name + "_f" + f"{fraction:g}".replace(".", "_").replace("-", "_")
 
 
 def _server_params() -> dict:

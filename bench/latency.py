@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import invariant
+from .processes import die_with_parent, stop_group
 from .stats import median, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,7 @@ class Workers:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),
                 )
             )
             self.names.append(name)
@@ -104,12 +106,7 @@ class Workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop_group(proc)
 
 
 def purge_broker() -> None:

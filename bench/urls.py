@@ -1,4 +1,4 @@
-"""The app's URLs plus the bench's baseline view (ROOT_URLCONF in config/settings/bench.py)."""
+"""The app's URLs plus the bench's baseline views (ROOT_URLCONF in config/settings/bench.py)."""
 
 from django.urls import include, path
 
@@ -6,5 +6,6 @@ from bench import views
 
 urlpatterns = [
     path("bench/baseline/", views.baseline, name="bench-baseline"),
+    path("bench/api-baseline/", views.api_baseline, name="bench-api-baseline"),
     path("", include("config.urls")),
 ]

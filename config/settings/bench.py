@@ -38,7 +38,9 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": BENCH_REDIS_URL,
-        "KEY_PREFIX": "bench",
+        # One prefix per database: ids (and so the forecast's and summaries' keys) repeat across
+        # the bench's databases, which share the Redis index.
+        "KEY_PREFIX": "bench-" + DATABASES["default"]["NAME"],
     }
 }
 CELERY_TASK_ALWAYS_EAGER = False

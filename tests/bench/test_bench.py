@@ -4,11 +4,15 @@ wall-clock assertions: the figures depend on the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +24,7 @@ from django.utils import timezone
 
 from allocator.planning import Demand
 from allocator.timeline import Span, Timeline
-from bench import idle, invariant, pages, report
+from bench import api, database, idle, invariant, pages, report
 from bench.stats import median, percentile, ratio
 from tests import factories
 
@@ -183,11 +187,229 @@ def test_compare_reports_each_figure_against_the_earlier_run(tmp_path):
     assert "apply/s x4 +" in text and "2.00  better" in text
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("page_size", [3, 7, 50])
+def test_the_api_walk_follows_next_to_the_last_page_and_sees_every_row_once(page_size):
+    # given 7 allocations an executive sees
+    client = Client()
+    client.force_login(factories.RoleGrantFactory(role="executive").user)
+    pool = factories.PoolFactory(capacity=64)
+    start = timezone.now() - timedelta(days=1)
+    for i in range(7):
+        factories.AllocationFactory(
+            pool=pool, gpus=1, start=start, end=start + timedelta(days=i + 2)
+        )
+    # when
+    found = api.walk(client, f"/api/v1/allocations/?page_size={page_size}", max_pages=10)
+    # then: ceil(7 / page_size) pages, every row once, and the last page has no `next`
+    assert found["pages"] == -(-7 // page_size)
+    assert found["rows"] == found["distinct"] == 7
+    last = client.get(found["last_path"], HTTP_ACCEPT="application/json").json()
+    assert last["next"] is None
+    assert found["queries"] > 0
+
+
+@pytest.mark.django_db
+def test_the_api_walk_gives_up_after_max_pages_or_seconds():
+    # given
+    client = Client()
+    client.force_login(factories.RoleGrantFactory(role="executive").user)
+    pool = factories.PoolFactory(capacity=64)
+    for _ in range(3):
+        factories.AllocationFactory(pool=pool, gpus=1)
+    # when / then
+    with pytest.raises(RuntimeError, match="no last page within 2 pages"):
+        api.walk(client, "/api/v1/allocations/?page_size=1", max_pages=2)
+    with pytest.raises(RuntimeError, match=r"no last page within 0 s \(1 pages, 1 rows\)"):
+        api.walk(client, "/api/v1/allocations/?page_size=1", max_pages=10, max_seconds=0)
+
+
+def _page(name, persona, ms, ratio_, queries=5):
+    return {"name": name, "persona": persona, "median_ms": ms, "ratio": ratio_, "queries": queries}
+
+
+def test_the_summary_says_met_or_missed_for_every_target_with_its_figure():
+    # given a run where the overview is 12x the view and doubles with the lab, the requests API is
+    # within 5x, the last allocations page is 3x the first, and gunicorn serves the requests list
+    # at 10% of the view's rate
+    small = [_page("overview", "exec", 10.0, 5.0), _page("API requests", "exec", 4.0, 2.0)]
+    large = [_page("overview", "exec", 24.0, 12.0), _page("API requests", "exec", 5.0, 2.5, 6)]
+    results = {
+        "pages": large,
+        "scales": [{"fraction": 0.1, "pages": small}, {"fraction": 1, "pages": large}],
+        "api_pages": [
+            {
+                "name": "API allocations",
+                "first": {"median_ms": 10.0},
+                "last_ratio": 3.0,
+                "walk_ratio": 40.0,
+                "rows": 31500,
+                "pages": 32,
+                "per_page": 1000,
+                "walk_seconds": 0.4,
+                "walk_queries": 96,
+            }
+        ],
+        "throughput": [{"workers": 4, "ratio": 0.3, "apply_per_s": 300, "baseline_tx_per_s": 1000}],
+        "http": {
+            "rows": [
+                {"name": "trivial view (token)", "clients": 32, "per_s": 500, "p99_ms": 100},
+                {
+                    "name": "API requests",
+                    "clients": 32,
+                    "per_s": 50,
+                    "p99_ms": 400,
+                    "rate_ratio": 0.1,
+                    "p99_ratio": 4.0,
+                },
+            ]
+        },
+        "fit": [{"name": "forecast all waiting requests", "median_ms": 250.0}],
+        "invariant_violations": 0,
+    }
+    # when
+    verdicts = {v["target"]: v for v in report.summary(results)}
+    # then
+    assert verdicts["every HTML page <= 10x the trivial view"]["met"] is False
+    assert "overview (exec) x12.0" in verdicts["every HTML page <= 10x the trivial view"]["figure"]
+    assert verdicts["every API list page <= 5x the trivial view"]["met"] is True
+    assert verdicts["every page at 100% of the lab <= 1.5x itself at 10%"]["met"] is False
+    assert verdicts["query counts the same at both lab sizes"]["met"] is False
+    assert (
+        "API requests (exec) 5/6" in verdicts["query counts the same at both lab sizes"]["figure"]
+    )
+    assert verdicts["last API page <= 1.5x the first"]["met"] is False
+    assert verdicts["full API walk of the allocations <= 50x one page"]["met"] is True
+    assert verdicts["applies with 4 workers >= 25% of the bare transaction"]["met"] is True
+    assert (
+        verdicts["HTTP requests list >= 20% of the view's requests/s at 32 clients"]["met"] is False
+    )
+    assert verdicts["HTTP requests list p99 at 32 clients <= 5x the view's"]["met"] is True
+    assert verdicts["HTTP pools list >= 20% of the view's requests/s"]["met"] is None
+    assert verdicts["forecast of every waiting request <= 0.3 s"]["met"] is True
+    assert verdicts["forecast after a change to one pool <= 20 ms"]["met"] is None
+    assert verdicts["approval-to-allocated p99 < 1 s"]["met"] is None
+    assert verdicts["invariant: held <= capacity everywhere"]["met"] is True
+    # and the table prints each with its status
+    text = report.table({**results, "meta": {}})
+    assert "MISSED" in text and "not measured" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "scales"),
+    [
+        ([], [(0.1, "allotment_bench_f0_1"), (1.0, "allotment_bench")]),
+        (["--fraction", "0.05"], [(0.05, "allotment_bench_f0_05")]),
+        (["--fractions", "1,0.1", "--db", "x_full,x_f01"], [(0.1, "x_f01"), (1.0, "x_full")]),
+        (["--fractions", "0.1,0.5", "--db", "mine"], [(0.1, "mine_f0_1"), (0.5, "mine")]),
+    ],
+)
+def test_each_fraction_gets_its_own_database(argv, scales):
+    # given / when
+    from bench.__main__ import parse
+
+    args = parse(argv)
+    # then: ascending, the largest runs everything
+    assert args.scales == scales
+    assert (args.fraction, args.db) == scales[-1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fractions", "0,1"],
+        ["--fractions", "0.1,0.1"],
+        ["--db", "a,b,c"],
+        ["--db", "Robert'); DROP"],
+    ],
+)
+def test_bad_bench_arguments_are_refused(argv, capsys):
+    from bench.__main__ import parse
+
+    with pytest.raises(SystemExit):
+        parse(argv)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _wait(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.timeout(120)
+def test_the_bench_gunicorn_dies_when_the_bench_is_killed(tmp_path):
+    # given a stand-in for the bench that starts its gunicorn the way the bench does
+    pid_file = tmp_path / "gunicorn.pid"
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.bench"
+        import django; django.setup()
+        from bench.serving import Server
+        proc = Server(db_name="allotment_bench_unused", processes=2, threads=1).launch()
+        open({str(pid_file)!r}, "w").write(str(proc.pid))
+        time.sleep(600)
+        """
+    )
+    stand_in = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    try:
+        assert _wait(pid_file.exists, 30)
+        master = int(pid_file.read_text())
+        assert _wait(lambda: len(_children_of(master)) >= 2, 60), "gunicorn did not boot"
+        workers = _children_of(master)
+        # when the stand-in is killed with no chance to clean up
+        stand_in.send_signal(signal.SIGKILL)
+        stand_in.wait(10)
+        # then gunicorn and its workers go too
+        assert _wait(lambda: not _alive(master), 15), "gunicorn outlived the bench"
+        assert _wait(lambda: not any(_alive(p) for p in workers), 30), "workers survived"
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _processes_with_env(marker: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
 # --- end to end ------------------------------------------------------------------------------
 
 
 @pytest.mark.worker
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
     # given: its own database and Redis index, dropped afterwards
     db_name = f"allotment_bench_pytest_{uuid.uuid4().hex[:8]}"
@@ -204,8 +426,8 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
             sys.executable,
             "-m",
             "bench",
-            "--fraction",
-            "0.01",
+            "--fractions",
+            "0.005,0.01",
             "--db",
             db_name,
             "--regenerate",
@@ -224,6 +446,18 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
             "3",
             "--latency-seconds",
             "2",
+            "--api-page-size",
+            "100",
+            "--http-processes",
+            "1",
+            "--http-threads",
+            "2",
+            "--http-clients",
+            "2",
+            "--http-seconds",
+            "1",
+            "--http-warmup",
+            "0.5",
             "--output",
             str(out),
         ],
@@ -231,7 +465,7 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=290,
         check=False,
     )
     # then
@@ -239,16 +473,57 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
     assert "Apply throughput" in run.stdout
     results = json.loads(out.read_text())
     assert _number(results["baseline"]["median_ms"])
-    names = {(row["name"], row["persona"]) for row in results["pages"]}
     expected = {
         (t.name, t.persona)
         for t in pages.targets(dict.fromkeys(("waiting_request", "busiest_pool", "project"), 1))
     }
-    assert names == expected
-    for row in results["pages"]:
+    # every page at both lab sizes, each in its own database, side by side in the table
+    assert [s["fraction"] for s in results["scales"]] == [0.005, 0.01]
+    assert [s["database"] for s in results["scales"]] == [f"{db_name}_f0_005", db_name]
+    assert results["scales"][-1]["pages"] == results["pages"]
+    for scale in results["scales"]:
+        assert _number(scale["baseline"]["median_ms"])
+        assert {(row["name"], row["persona"]) for row in scale["pages"]} == expected
+        for row in scale["pages"]:
+            assert "error" not in row, row
+            for key in ("median_ms", "p95_ms", "ratio", "queries"):
+                assert _number(row[key]), (row["name"], key, row.get(key))
+    assert "-- fraction 0.005 --" in run.stdout and "-- fraction 0.01 --" in run.stdout
+    # the first and last page of every API list, reached over `next`
+    walks = {row["name"]: row for row in results["api_pages"]}
+    assert set(walks) == {f"API {name}" for name in api.LISTS}
+    for row in walks.values():
         assert "error" not in row, row
-        for key in ("median_ms", "p95_ms", "ratio", "queries"):
-            assert _number(row[key]), (row["name"], key, row.get(key))
+        assert _number(row["first"]["median_ms"]) and _number(row["last"]["median_ms"])
+        assert _number(row["last_ratio"]) and row["rows"] == row["distinct"]
+    allocations = walks["API allocations"]
+    assert allocations["pages"] > 1 and allocations["per_page"] == 100
+    assert _number(allocations["walk_seconds"]) and allocations["walk_queries"] > 0
+    # HTTP through gunicorn: the trivial view, pools and requests, every answer a 200
+    http = results["http"]
+    assert "error" not in http, http
+    assert [(r["name"], r["clients"]) for r in http["rows"]] == [
+        ("trivial view (token)", 2),
+        ("API pools", 2),
+        ("API requests", 2),
+    ]
+    for row in http["rows"]:
+        assert set(row["statuses"]) == {"200"}, row
+        assert row["per_s"] > 0 and _number(row["p50_ms"]) and _number(row["p99_ms"])
+    assert _number(http["rows"][1]["rate_ratio"]) and _number(http["rows"][2]["p99_ratio"])
+    # every target has a verdict, printed in the table
+    verdicts = {v["target"]: v["met"] for v in results["summary"]}
+    assert verdicts["invariant: held <= capacity everywhere"] is True
+    assert verdicts["every page at 1% of the lab <= 1.5x itself at 0.5%"] in (True, False)
+    assert verdicts["full API walk of the allocations <= 50x one page"] in (True, False)
+    assert verdicts["HTTP requests list >= 20% of the view's requests/s at 2 clients"] in (
+        True,
+        False,
+    )
+    assert "Targets (ratios within this run" in run.stdout
+    # nothing the bench started outlives it, and both databases are gone
+    assert _processes_with_env(f"BENCH_DATABASE_NAME={db_name}".encode()) == []
+    assert not database.exists(db_name) and not database.exists(f"{db_name}_f0_005")
     assert [r["name"] for r in results["fit"]] == [
         "fits",
         "earliest_start",
