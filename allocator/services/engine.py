@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import NamedTuple
@@ -21,7 +23,8 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.models import AuditEvent
+from audit.services import audit_event, audit_record, audit_record_many
 from notifications.models import Notification
 from notifications.services import notify
 
@@ -253,7 +256,42 @@ def place(pool: Pool, change: AllocationChange, *, now: datetime) -> Outcome:
     return _plan_and_settle(pool, [change], now=now)[change.pk]
 
 
+@dataclass
+class _PassWrites:
+    """The change rows and audit rows a pass settled, written together when it ends."""
+
+    changes: list[AllocationChange] = field(default_factory=list)
+    audits: list[AuditEvent] = field(default_factory=list)
+
+    def flush(self) -> None:
+        if self.changes:
+            AllocationChange.objects.bulk_update(
+                self.changes, ["status", "applied_at", "allocation", "last_error"]
+            )
+        if self.audits:
+            audit_record_many(self.audits)
+
+
+# Set while a pass runs (one call, one thread): where _settle leaves its row writes.
+_pass_writes: ContextVar[_PassWrites | None] = ContextVar("allocator_pass_writes", default=None)
+
+
 def _plan_and_settle(
+    pool: Pool, changes: list[AllocationChange], *, now: datetime
+) -> dict[int, Outcome]:
+    if _pass_writes.get() is not None:  # a pass inside a pass writes through the outer one
+        return _plan_and_settle_now(pool, changes, now=now)
+    writes = _PassWrites()
+    token = _pass_writes.set(writes)
+    try:
+        outcomes = _plan_and_settle_now(pool, changes, now=now)
+        writes.flush()
+    finally:
+        _pass_writes.reset(token)
+    return outcomes
+
+
+def _plan_and_settle_now(
     pool: Pool, changes: list[AllocationChange], *, now: datetime
 ) -> dict[int, Outcome]:
     """Plan `changes` (in queue order) on the pool's timeline and settle each: the one accept
@@ -377,18 +415,26 @@ def _settle(
     notice: dict | None = None,
 ) -> None:
     """The shape every settle shares. The caller has set any field besides status (listed in
-    `fields`) on the change; `notice` holds notify()'s recipients, kind, link and dedupe key."""
+    `fields`) on the change; `notice` holds notify()'s recipients, kind, link and dedupe key.
+    Inside a queue-serving pass the change row and its audit row are written with the pass's
+    others, in one statement each, before the pass returns (same transaction)."""
     before = {"status": change.status}
     change.status = status
-    change.save(update_fields=["status", *fields])
-    audit_record(
-        actor=None,
-        action=action,
-        obj=change,
-        before=before,
-        after={"status": change.status, **(after or {})},
-        message=message,
-    )
+    audit = {
+        "actor": None,
+        "action": action,
+        "obj": change,
+        "before": before,
+        "after": {"status": change.status, **(after or {})},
+        "message": message,
+    }
+    writes = _pass_writes.get()
+    if writes is not None:
+        writes.changes.append(change)
+        writes.audits.append(audit_event(**audit))
+    else:
+        change.save(update_fields=["status", *fields])
+        audit_record(**audit)
     change_settled.send(
         sender=AllocationChange, change=change, outcome=outcome, reasons=reasons, actor=None
     )
