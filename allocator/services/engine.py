@@ -1,6 +1,10 @@
-"""The apply engine: claim a change, serve the pool's queue under the pool lock by the rule in
-allocator/planning.py, and settle each change it decided (applied, waiting, needs_review,
-failed) with its ledger, audit, signal and notice rows in the same transaction.
+"""The apply engine: claim a change (on its first attempt, with a batch of its pool's other
+pending first attempts), serve the pool's queue under the pool lock by the rule in
+allocator/planning.py in one pass for the whole batch, and settle each change it decided
+(applied, waiting, needs_review, failed) with its ledger, audit, signal and notice rows in the
+same transaction. Per change: its allocation, ledger row (and the connector's outbox intents,
+written by their receiver), signal and notice; per pass: the reads, the change rows and the
+audit rows (one statement each); per transaction: the after-commit emails.
 
 allocator never imports requests_app: it tells it what became of a change through
 allocator.signals.change_settled, sent inside the transaction with the change row locked.
