@@ -28,7 +28,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from audit.services import audit_event, audit_record, audit_record_many
+from audit.services import audit_event, audit_record_many
 from notifications.models import Notification
 from notifications.services import notify
 
@@ -424,21 +424,21 @@ def _settle(
     others, in one statement each, before the pass returns (same transaction)."""
     before = {"status": change.status}
     change.status = status
-    audit = {
-        "actor": None,
-        "action": action,
-        "obj": change,
-        "before": before,
-        "after": {"status": change.status, **(after or {})},
-        "message": message,
-    }
+    audit = audit_event(
+        actor=None,
+        action=action,
+        obj=change,
+        before=before,
+        after={"status": change.status, **(after or {})},
+        message=message,
+    )
     writes = _pass_writes.get()
     if writes is not None:
         writes.changes.append(change)
-        writes.audits.append(audit_event(**audit))
+        writes.audits.append(audit)
     else:
         change.save(update_fields=["status", *fields])
-        audit_record(**audit)
+        audit_record_many([audit])
     change_settled.send(
         sender=AllocationChange, change=change, outcome=outcome, reasons=reasons, actor=None
     )
