@@ -1,6 +1,7 @@
 """Test-only fault points on the apply path (PROOFS.md section 2.0).
 
-The engine calls `fault_point(name, change_id=...)` at:
+The engine calls `fault_point(name, change_id=...)` (or `change_ids=[...]` for a batch: a fault
+armed for any change of the batch fires) at:
 
     before_tx                          the attempt is counted; the apply transaction is not open
     in_tx_before_commit                the apply's work is done, its transaction not committed
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterable
 
 from django.apps import apps
 from django.conf import settings
@@ -58,21 +60,22 @@ def fault_injection_model():
     return apps.get_model(APP_LABEL, "FaultInjection")
 
 
-def fault_point(name: str, *, change_id: int | None = None) -> None:
+def fault_point(name: str, *, change_id: int | None = None, change_ids: Iterable[int] = ()) -> None:
     if not enabled():
         return
     model = fault_injection_model()
+    ids = sorted({*change_ids, *([change_id] if change_id is not None else [])})
 
     # Cheap check first, on the caller's connection: almost always nothing is armed.
     armed = model.objects.filter(point=name, remaining__gt=0)
-    if change_id is not None:
-        armed = armed.filter(Q(change_id__isnull=True) | Q(change_id=change_id))
+    if ids:
+        armed = armed.filter(Q(change_id__isnull=True) | Q(change_id__in=ids))
     else:
         armed = armed.filter(change_id__isnull=True)
     if not armed.exists():
         return
     backend_pid = _backend_pid()
-    action = _take(model._meta.db_table, name, change_id, backend_pid)
+    action = _take(model._meta.db_table, name, ids, backend_pid)
     if action is not None:
         _run(action)
 
@@ -86,7 +89,7 @@ def _backend_pid() -> int | None:
         return None
 
 
-def _take(table: str, name: str, change_id: int | None, backend_pid: int | None) -> str | None:
+def _take(table: str, name: str, change_ids: list[int], backend_pid: int | None) -> str | None:
     """Decrement one matching row on its own connection, committed at once."""
     table = connection.ops.quote_name(table)
     side = connections.create_connection("default")
@@ -100,11 +103,11 @@ def _take(table: str, name: str, change_id: int | None, backend_pid: int | None)
                  WHERE id = (
                     SELECT id FROM {table}
                      WHERE point = %s AND remaining > 0
-                       AND (change_id IS NULL OR change_id = %s)
+                       AND (change_id IS NULL OR change_id = ANY(%s))
                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                 RETURNING action
                 """,
-                [os.getpid(), backend_pid, name, change_id],
+                [os.getpid(), backend_pid, name, change_ids],
             )
             row = cursor.fetchone()
             return row[0] if row else None

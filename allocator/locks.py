@@ -19,8 +19,11 @@ timeline made after taking the lock see every committed allocation (READ COMMITT
 statement takes a fresh snapshot).
 
 The transactions that take no pool lock never close a cycle with one that does:
-- the apply worker's claim takes its change row alone with SKIP LOCKED (it never waits for it),
-  then possibly the request row (a change that used up its attempts is settled failed);
+- the apply worker's claim takes its change row with SKIP LOCKED (it never waits for it), then
+  possibly the request row (a change that used up its attempts is settled failed); a first
+  attempt also takes up to a batch of the pool's other pending first attempts, in queue order,
+  with SKIP LOCKED (claim_first_attempts: never waits either). The apply transaction then takes
+  the pool row and the claimed change rows, again with SKIP LOCKED (lock_claimed_changes);
   allocation_change_record_error takes the change row, then the request row: change → request,
   the order above;
 - requests_app locks a request row first, then, for resume or cancel, its change row (blocking)
@@ -35,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .models import Allocation, AllocationChange, Pool, Reclaim
+from .selectors import QUEUE_ORDER
 
 
 def lock_pools(pool_ids: Iterable[int]) -> dict[int, Pool]:
@@ -69,6 +73,34 @@ def lock_change(change_id: int, *, skip_locked: bool = False) -> AllocationChang
         .filter(pk=change_id)
         .first()
     )
+
+
+def claim_first_attempts(pool_id: int, *, exclude: int, limit: int) -> list[int]:
+    """Up to `limit` of the pool's pending changes nobody has tried yet (attempts = 0), first in
+    queue order, locked with SKIP LOCKED: two claims running at once take disjoint rows, and
+    once a claim commits its rows count an attempt, so no later claim takes them again."""
+    if limit <= 0:
+        return []
+    return list(
+        AllocationChange.objects.select_for_update(skip_locked=True)
+        .filter(pool_id=pool_id, status=AllocationChange.Status.PENDING, attempts=0)
+        .exclude(pk=exclude)
+        .order_by(*QUEUE_ORDER)
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def lock_claimed_changes(change_ids: Iterable[int]) -> dict[int, AllocationChange]:
+    """The claimed changes' rows in pk order, skipping any another transaction holds (the caller
+    holds the pool lock; a skipped change is another worker's now)."""
+    ids = sorted(set(change_ids))
+    rows = (
+        AllocationChange.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("pool", "project__team__division", "requested_by")
+        .filter(pk__in=ids)
+        .order_by("pk")
+    )
+    return {c.pk: c for c in rows}
 
 
 def lock_changes(change_ids: Iterable[int]) -> dict[int, AllocationChange]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -120,6 +120,22 @@ def share_refusal(
         return None
     result = check(span)
     return result if result.exceeds else None
+
+
+def past_project_end(end: datetime, project_name: str, expected_end: date | None) -> str | None:
+    """The executive-review reason of a period that runs past its project's expected end (the
+    project's last day, whole), in words; None when it does not. The one rule behind the
+    decision's routing (requests_app) and the apply engine's second look (the date may have
+    moved earlier in between)."""
+    if expected_end is None:
+        return None
+    project_ends = datetime.combine(expected_end + timedelta(days=1), time.min, tzinfo=UTC)
+    if end <= project_ends:
+        return None
+    return (
+        f"runs until {end.astimezone(UTC):%Y-%m-%d}, after project {project_name}'s "
+        f"expected end ({expected_end:%Y-%m-%d})"
+    )
 
 
 def fit_start(timeline: Timeline, demand: Demand) -> datetime | None:

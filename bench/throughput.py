@@ -3,7 +3,9 @@ the same few pools, next to a bare-transaction baseline run the same way.
 
 - apply: N pending AllocationChange rows spread round-robin over the bench pools; P forked OS
   processes take ids from one queue and call allocator.services.allocation_change_apply — the
-  very function the Celery task runs, without the broker.
+  very function the Celery task runs, without the broker, retrying a busy change as the task
+  does. As with real workers, a change's first attempt claims a batch of its pool's pending
+  first attempts (APPLY_BATCH_SIZE), and the messages of the changes it took find nothing to do.
 - baseline: the same N items and P processes, each item one transaction that locks the same pool
   row (SELECT ... FOR UPDATE) and inserts one row into a scratch table.
 
@@ -19,6 +21,7 @@ import traceback
 from collections import Counter
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
@@ -51,9 +54,18 @@ def make_changes(*, subjects, count: int) -> list[int]:
 
 
 def _apply_item(item) -> str:
-    from allocator.services import allocation_change_apply
+    """What the apply task does with one message: apply the change — on its first attempt that
+    claims the pool's other pending first attempts too (a batch), so most later messages find
+    their change applied ("nothing"). A change another worker holds (ChangeBusy) is tried
+    again shortly, as the task's retry does."""
+    from allocator.services import ChangeBusy, allocation_change_apply
 
-    return allocation_change_apply(change_id=item) or "nothing"
+    for _ in range(200):
+        try:
+            return allocation_change_apply(change_id=item) or "nothing"
+        except ChangeBusy:
+            time.sleep(0.01)
+    return "busy"
 
 
 def _baseline_item(item) -> str:
@@ -161,6 +173,7 @@ def run(*, subjects, changes: int, process_counts: list[int], log) -> list[dict]
         found = invariant.violations()
         row = {
             "workers": processes,
+            "batch_size": settings.ALLOTMENT.get("APPLY_BATCH_SIZE", 1),
             "changes": changes,
             "pools": len(subjects.pool_ids),
             "applied": applied,

@@ -6,7 +6,6 @@ after-commit call never sent."""
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -84,10 +83,34 @@ def notify(
     for note in created:
         note._state.adding = False
         note._state.db = connection.alias
-    due_to = sorted({n.recipient_id for n in created if n.email_due})
+    due_to = {n.recipient_id for n in created if n.email_due}
     if due_to:
-        transaction.on_commit(partial(notifications_email_due, recipient_ids=due_to))
+        _email_due_on_commit(due_to)
     return created
+
+
+class _EmailDueAfterCommit:
+    """The after-commit send of one transaction: every notify() in it adds its recipients here,
+    so a transaction that notifies many times (the apply engine's batch: one notice per change)
+    sends once, one email per person."""
+
+    def __init__(self, recipient_ids: set[int]):
+        self.recipient_ids = recipient_ids
+
+    def __call__(self) -> None:
+        notifications_email_due(recipient_ids=sorted(self.recipient_ids))
+
+
+def _email_due_on_commit(recipient_ids: set[int]) -> None:
+    conn = transaction.get_connection()
+    if conn.in_atomic_block:
+        # The callbacks Django keeps for this transaction (a savepoint rolled back drops its
+        # own; a recipient left in a kept one costs nothing: the send claims only what is due).
+        for _savepoints, callback, _robust in conn.run_on_commit:
+            if isinstance(callback, _EmailDueAfterCommit):
+                callback.recipient_ids |= recipient_ids
+                return
+    transaction.on_commit(_EmailDueAfterCommit(set(recipient_ids)))
 
 
 def notifications_email_due(

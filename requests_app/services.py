@@ -11,8 +11,6 @@ Errors: `ValidationError` (bad input, per field), `NotAllowed` (403: who asks ma
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
-
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
@@ -21,6 +19,7 @@ from django.utils import timezone
 from allocator import selectors as allocator_selectors
 from allocator.models import AllocationChange
 from allocator.models import Priority as ChangePriority
+from allocator.planning import past_project_end
 from audit.services import audit_record
 from notifications.models import Notification
 from notifications.services import notify
@@ -172,14 +171,13 @@ def executive_reasons(req: ComputeRequest) -> list[str]:
     # Executive review, not a division-review warning: GPUs held past the date the project was
     # planned to end are taken from everyone else's future, a cross-division question, and a
     # lead approving their own division's overrun is the case the second stage exists for.
-    expected_end = req.project.expected_end
-    if expected_end is not None and end is not None:
-        project_ends = datetime.combine(expected_end + timedelta(days=1), time.min, tzinfo=UTC)
-        if end > project_ends:
-            reasons.append(
-                f"runs until {end.astimezone(UTC):%Y-%m-%d}, after project {req.project.name}'s "
-                f"expected end ({expected_end:%Y-%m-%d})"
-            )
+    past_end = (
+        past_project_end(end, req.project.name, req.project.expected_end)
+        if end is not None
+        else None
+    )
+    if past_end is not None:
+        reasons.append(past_end)
     return reasons
 
 

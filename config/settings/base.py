@@ -328,6 +328,9 @@ ALLOTMENT = {
     "RESEND_AFTER_SECONDS": env.int("ALLOTMENT_RESEND_AFTER_SECONDS", default=120),
     # A change whose apply crashed this many times is marked failed for compute ops.
     "MAX_APPLY_ATTEMPTS": env.int("ALLOTMENT_MAX_APPLY_ATTEMPTS", default=3),
+    # A worker applies up to this many of a pool's pending first attempts in one transaction
+    # (allocator/services/engine.py); 1 applies one change at a time.
+    "APPLY_BATCH_SIZE": env.int("ALLOTMENT_APPLY_BATCH_SIZE", default=50),
     "ENDING_REMINDER_DAYS": (7, 1),
     # Due time of each approval stage per priority: "<n>h" clock hours, "<n>d" working days
     # (Mon-Fri). JSON in ALLOTMENT_APPROVAL_SLA overrides, e.g. {"division": {"normal": "2d"}}.

@@ -195,11 +195,12 @@ def test_big_fixed_request_waits_saying_nothing_on_record_frees_it(
     )
     big = make_change(pool=big_pool, gpus=200, start=in_days(2), end=in_days(22))
     small = make_change(pool=big_pool, gpus=8, start=in_days(3), end=in_days(13))
-    # when both are applied
+    # when both are applied (in one batch: the big one's task takes the small one along)
     assert services.allocation_change_apply(change_id=big.pk) == "waiting"
-    assert services.allocation_change_apply(change_id=small.pk) == "applied"
+    small.refresh_from_db()
+    assert small.status == Status.APPLIED
     # then the 200 says which instant is short and what would serve it sooner
-    reason = settled[0][2][0]
+    reason = next(reasons for pk, _, reasons in settled if pk == big.pk)[0]
     assert reason.startswith(f"Only 192 of the 200 GPUs are free on {when(big.start)}, 8 short.")
     assert f"Nothing on record frees them before its end on {when(big.end)}." in reason
     assert f"with a start from {when(held.end)}" in reason
@@ -238,7 +239,8 @@ def test_future_arrival_counts_from_its_instant(make_change, pool):
     late = make_change(gpus=100, start=in_days(20), end=in_days(30), executive_reviewed=True)
     # then only the range after the arrival fits
     assert services.allocation_change_apply(change_id=late.pk) == "applied"
-    assert services.allocation_change_apply(change_id=early.pk) == "waiting"
+    early.refresh_from_db()
+    assert early.status == Status.WAITING  # applied in the same batch
 
 
 def test_share_rule_now_exceeded_goes_to_executive_review(
@@ -475,3 +477,51 @@ def test_request_follows_its_change_through_the_receiver(
         assert req.executive_reasons and req.executive_reasons[0].startswith(
             "would put Research at"
         )
+
+
+def test_project_end_moved_earlier_goes_back_to_executive_review(
+    make_change, pool, project, requester, settled
+):
+    # given a request approved without executive review, for a period inside its project's
+    # expected end at the time
+    change = make_change(gpus=8, start=in_days(1), end=in_days(31))
+    req = factories.ComputeRequestFactory(
+        project=project, pool=pool, requester=requester, status="approved", change=change
+    )
+    # when the project's expected end moves earlier before the engine applies it
+    project.expected_end = in_days(10).date()
+    project.save()
+    outcome = services.allocation_change_apply(change_id=change.pk)
+    # then it goes back to executive review saying why, and nothing is allocated
+    change.refresh_from_db()
+    assert outcome == "needs_review" and change.status == Status.NEEDS_REVIEW
+    reason = (
+        f"runs until {change.end:%Y-%m-%d}, after project Atlas's expected end "
+        f"({project.expected_end:%Y-%m-%d})"
+    )
+    assert settled == [(change.pk, "needs_review", [reason])]
+    assert not Allocation.objects.filter(change=change).exists()
+    req.refresh_from_db()
+    assert req.status == "pending_executive"
+    assert req.executive_reasons == [reason]
+
+
+def test_period_ending_on_the_projects_last_day_is_applied(make_change, project):
+    # given a change that ends at midnight after the project's expected last day
+    change = make_change(gpus=8, start=in_days(1), end=in_days(31))
+    end_day = in_days(31).date()
+    change.end = change.end.replace(hour=0, minute=0, second=0)
+    change.save()
+    project.expected_end = end_day - timedelta(days=1)
+    project.save()
+    # when it is applied, then the expected end does not hold it back
+    assert services.allocation_change_apply(change_id=change.pk) == "applied"
+
+
+def test_executive_reviewed_change_is_applied_past_the_projects_end(make_change, project):
+    # given executives already reviewed the change (they saw the project's end date)
+    change = make_change(gpus=8, start=in_days(1), end=in_days(31), executive_reviewed=True)
+    project.expected_end = in_days(10).date()
+    project.save()
+    # then the engine does not send it back again
+    assert services.allocation_change_apply(change_id=change.pk) == "applied"
