@@ -165,9 +165,10 @@ def test_bounded_queries(
     # given
     _lab(n_pools, team, other_team, research, applications)
     client.force_login(executive)
-    # when / then: session, user, role grants, memberships, pools, divisions, shares,
-    # pool summaries (capacity, holdings), allocations to reclaim, unread notifications
-    with django_assert_num_queries(11):
+    # when / then (a cold cache): session, user, role grants, memberships, pools, divisions,
+    # shares, the pools' cache marks, pool summaries (capacity, holdings), allocations to
+    # reclaim, unread notifications. Warm: tests/allocator/test_summaries_cache.py
+    with django_assert_num_queries(12):
         response = client.get(URL)
     assert response.status_code == 200
     assert response.content.decode().count("over by 10") == n_pools
