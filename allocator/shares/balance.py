@@ -14,7 +14,7 @@ from org.models import Division
 
 from ..models import DivisionShare, Pool
 from .cached import cached_pool_summaries, cached_reclaim_lists
-from .forecasts import HeldRow
+from .reclaim import ReclaimRow
 from .summaries import PoolSummary
 
 # --- balance --------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ class ShareRow:
     share_percent: int | None  # of the pool's current capacity
     held_now: int
     peak: int  # largest holding over the horizon
-    reclaim: list[HeldRow]  # what compute ops would take back to bring the peak under the share
+    reclaim: list[ReclaimRow]  # what compute ops would take back to bring the peak under the share
 
     @property
     def over(self) -> bool:

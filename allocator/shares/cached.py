@@ -6,8 +6,9 @@ A pool's entry is keyed by what its figures are derived from:
     - the pool's row: id, created_at and Pool.version, which moves in the transaction of every
       ledger row, capacity change, share change and scheduled reclaim of the pool
       (allocator/versions.py);
-    - the org mark: which team each project belongs to, each team's division, project names
-      (a division's holdings and the reclaim lists read them; they change only in the admin);
+    - the org mark: which team each project belongs to, each team's division, project and
+      team names (a division's holdings and the reclaim lists read them; they change only in
+      the admin);
     - the horizon setting;
 and it holds from the origin it was computed at until its `valid_until` (the next instant at
 which time alone changes a figure: summaries.PoolSummary.valid_until). One query reads the
@@ -34,8 +35,7 @@ from django.utils import timezone
 
 from ..models import Pool
 from ..selectors import horizon
-from .forecasts import HeldRow
-from .reclaim import reclaim_lists
+from .reclaim import ReclaimRow, reclaim_lists
 from .summaries import PoolSummary, daily_load, pool_summaries
 
 # v1: the pickled values are _Entry / _Reclaims below; a new prefix if they change shape.
@@ -97,7 +97,7 @@ class _Entry(_Timed):
 class _Reclaims(_Timed):
     computed_at: datetime
     valid_until: datetime | None
-    lists: dict[int, list[HeldRow]]  # by division
+    lists: dict[int, list[ReclaimRow]]  # by division
 
 
 def _seconds(origin: datetime, valid_until: datetime | None) -> int:
@@ -165,7 +165,7 @@ def _store(values: dict, origin: datetime) -> None:
 
 def cached_reclaim_lists(
     wanted: dict[tuple[int, int], int], summaries: dict[int, PoolSummary]
-) -> dict[tuple[int, int], list[HeldRow]]:
+) -> dict[tuple[int, int], list[ReclaimRow]]:
     """reclaim_lists(wanted) over the summaries' window, kept per pool under its mark (from
     cached_pool_summaries) and the excesses asked of it: no query when every pool hits, one
     for all the pools that missed. Summaries that did not come from the cache are answered
@@ -181,12 +181,12 @@ def cached_reclaim_lists(
     if any(m is None for m in marks.values()):
         return reclaim_lists(wanted, origin=origin, until=until)
     keys = {}
-    for pid, excess in by_pool.items():
-        asked = ",".join(f"{d}:{x}" for d, x in sorted(excess.items()) if x > 0)
+    for pid, asked_of in by_pool.items():
+        asked = ",".join(f"{d}:{x}" for d, x in sorted(asked_of.items()) if x > 0)
         digest = hashlib.sha1(asked.encode()).hexdigest()[:16]
         keys[pid] = f"{PREFIX}:reclaim:{marks.get(pid)}:{digest}"
     got = cache.get_many(list(keys.values()))
-    lists: dict[int, dict[int, list[HeldRow]]] = {}
+    lists: dict[int, dict[int, list[ReclaimRow]]] = {}
     for pid, key in keys.items():
         entry = got.get(key)
         if isinstance(entry, _Reclaims) and entry.holds_at(origin):

@@ -48,8 +48,9 @@ class ShareUpdate:
             )
         if self.row.over:
             listed = "; ".join(
-                f"allocation #{r.id} ({r.project_name}, {r.gpus} GPUs until "
-                f"{timezone.localtime(r.end):%Y-%m-%d %H:%M})"
+                f"{r.project_name} ({r.team_name}"
+                + (f", request #{r.request_id}" if r.request_id else "")
+                + f"): {r.gpus} GPUs until {timezone.localtime(r.end):%Y-%m-%d %H:%M}"
                 for r in self.row.reclaim
             )
             out.append(

@@ -25,7 +25,7 @@ from ..selectors import horizon
 # checks every figure against the Timeline on generated pools.
 
 _HOLDING = """
-    SELECT a.id, a.pool_id, t.division_id, a.project_id, a.state,
+    SELECT a.id, a.pool_id, t.division_id, a.project_id, a.state, a.change_id,
            greatest(a.start, %(origin)s) AS s, a.start, a."end" AS e, a.gpus
     FROM allocator_allocation a
     JOIN org_project p ON p.id = a.project_id

@@ -10,6 +10,7 @@ from django.utils import timezone
 from allocator import services
 from allocator.models import AllocationChange
 from allocator.selectors import horizon
+from allocator.shares import cached as cached_module
 from allocator.shares import (
     cached_daily_load,
     cached_pool_summaries,
@@ -19,7 +20,6 @@ from allocator.shares import (
     pool_summaries,
     reclaim_lists,
 )
-from allocator.shares import cached as cached_module
 from allocator.shares.cached import day_start
 from org.models import Division
 from tests import factories
@@ -258,7 +258,7 @@ PAGES = [
     # divisions, shares, arrivals, expiries, my requests, approvals count (2), unread count
     ("/", "executive", 15),
     # session, user, role grants, memberships, pools, divisions, shares, cache marks, unread
-    ("/balance/", "executive", 9),
+    ("/balance/?cluster=all", "executive", 9),
     # session, user, count, page, pools, shares, cache marks
     ("/api/v1/divisions/", "executive", 7),
 ]

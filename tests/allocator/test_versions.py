@@ -4,6 +4,7 @@ that cached figures read, in the writer's transaction, and never goes back."""
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from allocator import services
@@ -94,7 +95,7 @@ def test_share_change_bumps_the_version_and_a_no_op_does_not(pool, research, exe
 
 def test_a_refused_write_leaves_the_version(pool, ops):
     before = _version(pool)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         services.capacity_change_create(
             pool_id=pool.pk, kind="decommission", delta=-10_000, effective_at=in_days(1), actor=ops
         )
