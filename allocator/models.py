@@ -179,6 +179,13 @@ class AllocationChange(models.Model):
                 condition=Q(status="waiting"),
                 name="change_waiting_queue",
             ),
+            # The overview's and pools page's waiting demand per pool, read from the index
+            # alone (allocator.selectors.waiting_demand).
+            models.Index(
+                fields=["pool", "gpus"],
+                condition=Q(status="waiting"),
+                name="change_waiting_gpus",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(gpus__gt=0), name="change_gpus_positive"),
