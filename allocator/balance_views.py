@@ -2,7 +2,7 @@
 against what it holds, and change shares — one form per pool, a cluster at a time when the lab
 has many pools. Everyone else gets 404, for the page and the POST."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django import forms
@@ -72,32 +72,44 @@ def _entries(post) -> tuple[str, list[tuple[str, str]]]:
     return pool, [(k.removeprefix("gpus-"), v) for k, v in post.items() if k.startswith("gpus-")]
 
 
-def _save(request) -> tuple[dict[tuple[int, int], list[str]], dict, list[str], str | None]:
-    """Sets the shares posted for one pool, all or none (one transaction). Returns (errors by
-    (pool, division), values typed by (pool, division), errors for the top of the page, the
-    pool's cluster when saved)."""
+@dataclass
+class Saved:
+    """What a save did: the pool's cluster when it saved, else why not (errors by (pool,
+    division), what was typed there, errors for the top of the page, the first refused form)."""
+
+    cluster: str | None = None
+    row_errors: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+    typed: dict[tuple[int, int], object] = field(default_factory=dict)
+    top: list[str] = field(default_factory=list)
+    form: ShareForm | None = None
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.row_errors or self.top)
+
+
+def _save(request) -> Saved:
+    """Sets the shares posted for one pool, all or none (one transaction)."""
     pool_raw, entries = _entries(request.POST)
     forms = [ShareForm({"division": d, "pool": pool_raw, "gpus": g}) for d, g in entries]
     if not forms:
-        return {}, {}, ["Nothing to save: enter a share."], None
-    row_errors: dict[tuple[int, int], list[str]] = {}
-    typed: dict[tuple[int, int], object] = {}
-    top: list[str] = []
+        return Saved(top=["Nothing to save: enter a share."])
+    out = Saved()
+    row_errors, typed, top = out.row_errors, out.typed, out.top
     for form in forms:
         if form.is_valid():
             continue
+        out.form = out.form or form
         if form.errors.get("division") or form.errors.get("pool"):
             top.extend(
-                f"{field}: {e}"
-                for field in ("division", "pool")
-                for e in form.errors.get(field, [])
+                f"{name}: {e}" for name in ("division", "pool") for e in form.errors.get(name, [])
             )
         else:
             key = (form.cleaned_data["pool"], form.cleaned_data["division"])
             row_errors[key] = [str(e) for e in form.errors.get("gpus") or []]
             typed[key] = form.data.get("gpus", "")
-    if row_errors or top:
-        return row_errors, typed, top, None
+    if out.refused:
+        return out
     current = {
         (p, d): g
         for d, p, g in DivisionShare.objects.filter(
@@ -113,7 +125,7 @@ def _save(request) -> tuple[dict[tuple[int, int], list[str]], dict, list[str], s
     ]
     if not wanted:
         messages.info(request, "The shares were already those; nothing changed.")
-        return {}, {}, [], _cluster_of(forms[0].cleaned_data["pool"])
+        return Saved(cluster=_cluster_of(forms[0].cleaned_data["pool"]))
     results = []
     try:
         with transaction.atomic():
@@ -129,15 +141,19 @@ def _save(request) -> tuple[dict[tuple[int, int], list[str]], dict, list[str], s
                     )
                 except ValidationError as exc:
                     key = (data["pool"], data["division"])
-                    for field, errors in exc.message_dict.items():
-                        if field == "gpus":
+                    refused = next(f for f in forms if f.cleaned_data is data)
+                    for name, errors in exc.message_dict.items():
+                        if name == "gpus":
                             row_errors.setdefault(key, []).extend(errors)
                             typed[key] = data["gpus"]
                         else:
                             top.extend(errors)
+                        for error in errors:
+                            refused.add_error(name if name in refused.fields else None, error)
+                    out.form = refused
                     raise
     except ValidationError:
-        return row_errors, typed, top, None
+        return out
     warnings: list[str] = []
     for result in results:
         share = result.share
@@ -152,7 +168,7 @@ def _save(request) -> tuple[dict[tuple[int, int], list[str]], dict, list[str], s
         warnings.extend(w for w in result.warnings if w not in warnings)
     for warning in warnings:
         messages.warning(request, warning)
-    return {}, {}, [], results[0].share.pool.cluster
+    return Saved(cluster=results[0].share.pool.cluster)
 
 
 def _cluster_of(pool_id: int) -> str | None:
@@ -173,16 +189,11 @@ def _chosen_cluster(raw: str | None, clusters: list[str], pool_count: int) -> st
 def balance_page(request):
     if not roles_of(request.user).is_executive:
         raise Http404
-    row_errors: dict[tuple[int, int], list[str]] = {}
-    typed: dict = {}
-    top: list[str] = []
-    if request.method == "POST":
-        row_errors, typed, top, saved_cluster = _save(request)
-        if not row_errors and not top:
-            url = reverse("allocator:balance")
-            return redirect(
-                f"{url}?{urlencode({'cluster': saved_cluster})}" if saved_cluster else url
-            )
+    saved = _save(request) if request.method == "POST" else Saved()
+    if request.method == "POST" and not saved.refused:
+        url = reverse("allocator:balance")
+        return redirect(f"{url}?{urlencode({'cluster': saved.cluster})}" if saved.cluster else url)
+    row_errors, typed, top = saved.row_errors, saved.typed, saved.top
     every_pool = list(Pool.objects.all())
     clusters = sorted({p.cluster for p in every_pool})
     pool_count = len(every_pool)
@@ -222,6 +233,7 @@ def balance_page(request):
         "allocator/balance.html",
         {
             "pools": views,
+            "form": saved.form,
             "clusters": clusters,
             "cluster": cluster,
             "pool_count": pool_count,
