@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocator", "0004_delete_faultinjection"),
+        ("allocator", "0005_cursor_indexes"),
     ]
 
     operations = [
