@@ -19,6 +19,10 @@ class Pool(models.Model):
     gpu_model = models.CharField(max_length=60)
     description = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped (allocator/versions.py) in the transaction of every write that changes what the
+    # pool holds or can hold, its shares or its scheduled reclaims, under the pool's row lock:
+    # what is derived from those rows is cached under it (allocator/shares/cached.py).
+    version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["cluster", "gpu_model"]
@@ -28,6 +32,17 @@ class Pool(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        # A whole-row save of a pool read earlier (the admin renaming it) must not write back
+        # an older version: a cache entry of that version would be taken for current.
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "version"
+            ]
+        super().save(*args, **kwargs)
 
     @property
     def name(self) -> str:
@@ -167,6 +182,13 @@ class AllocationChange(models.Model):
                 fields=["pool", "-priority", "approved_at", "id"],
                 condition=Q(status="waiting"),
                 name="change_waiting_queue",
+            ),
+            # The overview's and pools page's waiting demand per pool, read from the index
+            # alone (allocator.selectors.waiting_demand).
+            models.Index(
+                fields=["pool", "gpus"],
+                condition=Q(status="waiting"),
+                name="change_waiting_gpus",
             ),
         ]
         constraints = [

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from common.charts import TimelineChart, TimelineItem, timeline_chart
@@ -136,6 +136,18 @@ class PoolStatus:
         return round(100 * self.allocated / self.capacity) if self.capacity else 0
 
 
+def waiting_demand(pools) -> dict[int, int]:
+    """{pool id: GPUs its waiting changes ask for} (pools without any left out). One query."""
+    return dict(
+        AllocationChange.objects.filter(
+            status=AllocationChange.Status.WAITING, pool_id__in=[p.pk for p in pools]
+        )
+        .values("pool_id")
+        .annotate(total=Sum("gpus"))
+        .values_list("pool_id", "total")
+    )
+
+
 def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
     """Capacity, allocated and waiting demand of each pool as of `at` (default now), in three
     aggregate queries whatever the number of pools."""
@@ -155,12 +167,7 @@ def pools_status(pools=None, *, at: datetime | None = None) -> list[PoolStatus]:
         .annotate(total=Sum("gpus"))
         .values_list("pool_id", "total")
     )
-    waiting = dict(
-        AllocationChange.objects.filter(Q(status=AllocationChange.Status.WAITING), pool_id__in=ids)
-        .values("pool_id")
-        .annotate(total=Sum("gpus"))
-        .values_list("pool_id", "total")
-    )
+    waiting = waiting_demand(pools)
     return [
         PoolStatus(
             pool=p,

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from allocator.models import Allocation, CapacityChange, Pool
 from allocator.scheduled import scheduled_reclaims_for_project
-from allocator.selectors import horizon, pools_status
-from allocator.shares import balance, daily_load, pool_summaries
+from allocator.selectors import PoolStatus, horizon, waiting_demand
+from allocator.shares import balance, cached_daily_load, cached_pool_summaries
 from common.charts import Bar, Point, bar_chart, step_chart, weekly_rows
 from common.listing import keyset_page
 from org.models import Project
@@ -71,34 +71,48 @@ def _selected_pool(raw: str | None, pools: list[Pool]) -> Pool | None:
 @login_required
 def overview(request):
     """The landing page (PRODUCT.md section 5). A bounded number of queries whatever the number
-    of pools, allocations or requests: every per-pool figure comes from bulk reads
-    (pools_status: 3 queries, pool_summaries: 2, the chart series: 1, shares: 2) and every list
-    is capped. The sums are made in PostgreSQL (allocator.shares)."""
+    of pools, allocations or requests, and the same whatever the number of pools when none
+    changed: the per-pool figures and the chart come from the per-pool cache
+    (allocator/shares/cached.py: one query for the pools' marks; on a miss, two more for all
+    the changed pools and one for the chart), the waiting demand from one grouped query,
+    and every list is capped."""
     now = timezone.now()
     user = request.user
     roles = roles_of(user)
     days = horizon().days
 
     pools = list(Pool.objects.all())
-    statuses = pools_status(pools, at=now)
-    summaries = pool_summaries(pools, origin=now, until=now + timedelta(days=days))
+    summaries = cached_pool_summaries(pools, origin=now)
+    waiting = waiting_demand(pools)
+    statuses = [
+        PoolStatus(
+            pool=p,
+            capacity=summaries[p.pk].capacity_now,
+            allocated=summaries[p.pk].held_now,
+            waiting=waiting.get(p.pk, 0),
+        )
+        for p in pools
+    ]
 
-    # Capacity against commitments: one pool (?pool=<id>) or all pools summed.
+    # Capacity against commitments: one pool (?pool=<id>) or all pools summed, by UTC
+    # calendar day from today's (so the chart is kept until a pool changes or the day ends).
     chosen = _selected_pool(request.GET.get("pool"), pools)
     scope = chosen.name if chosen is not None else "all pools"
-    points = (
-        [Point(*p) for p in daily_load([chosen] if chosen else pools, origin=now, days=days)]
-        if pools
-        else []
-    )
+    points = [
+        Point(*p)
+        for p in cached_daily_load(
+            [chosen] if chosen else pools, days=days, now=now, summaries=summaries
+        )
+    ]
     capacity_chart = step_chart(
         points,
         id_prefix="capacity-chart",
-        title=f"Capacity and commitments, {scope}, next {days} days",
+        title=f"Capacity and commitments, {scope}, {days} days from today (UTC days)",
         desc=(
             f"Step line: GPUs installed each day ({scope}); filled area: GPUs committed to "
-            "allocations, scheduled ones included. Each day shows its lowest capacity and its "
-            "highest commitment. The table below lists the same numbers by week."
+            "allocations, scheduled ones included. Each UTC calendar day, today's from 00:00 "
+            "UTC, shows its lowest capacity and its highest commitment. The table below lists "
+            "the same numbers by week."
         ),
     )
 

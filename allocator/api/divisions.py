@@ -108,7 +108,8 @@ class DivisionViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
-        # Shares and holdings of the page's divisions in every pool: four queries in all.
+        # Shares and holdings of the page's divisions in every pool, from the per-pool cache
+        # (allocator/shares/cached.py): three queries when no pool changed.
         self._holdings = division_holdings(page)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 

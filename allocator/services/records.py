@@ -13,6 +13,7 @@ from org.models import RoleGrant
 from org.roles import roles_of
 
 from ..models import Allocation, AllocationChange, LedgerEntry
+from ..versions import pool_version_bump
 
 Status = AllocationChange.Status
 
@@ -33,7 +34,9 @@ def snapshot(allocation: Allocation) -> dict:
 def ledger(
     *, allocation: Allocation, kind: str, actor=None, change=None, note: str = ""
 ) -> LedgerEntry:
-    """One append-only ledger row: the allocation as it stands after the change."""
+    """One append-only ledger row: the allocation as it stands after the change; the pool's
+    version moves with it (allocator/versions.py)."""
+    pool_version_bump([allocation.pool_id])
     return LedgerEntry.objects.create(
         allocation=allocation,
         change=change,

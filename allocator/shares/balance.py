@@ -13,9 +13,9 @@ from django.utils import timezone
 from org.models import Division
 
 from ..models import DivisionShare, Pool
-from .forecasts import HeldRow
-from .reclaim import reclaim_lists
-from .summaries import PoolSummary, pool_summaries
+from .cached import cached_pool_summaries, cached_reclaim_lists
+from .reclaim import ReclaimRow
+from .summaries import PoolSummary
 
 # --- balance --------------------------------------------------------------------------------
 
@@ -32,7 +32,7 @@ class ShareRow:
     share_percent: int | None  # of the pool's current capacity
     held_now: int
     peak: int  # largest holding over the horizon
-    reclaim: list[HeldRow]  # what compute ops would take back to bring the peak under the share
+    reclaim: list[ReclaimRow]  # what compute ops would take back to bring the peak under the share
 
     @property
     def over(self) -> bool:
@@ -78,12 +78,7 @@ def _rows_of(
         excess[(pool.pk, division.pk)] = summary.division_peak(division.pk) - shares.get(
             (division.pk, pool.pk), 0
         )
-    any_summary = next(iter(summaries.values()), None)
-    reclaims = (
-        reclaim_lists(excess, origin=any_summary.origin, until=any_summary.until)
-        if any_summary is not None and with_reclaim
-        else {}
-    )
+    reclaims = cached_reclaim_lists(excess, summaries) if summaries and with_reclaim else {}
     rows = {}
     for pool, division in pairs:
         summary = summaries[pool.pk]
@@ -108,9 +103,10 @@ def balance(
     with_reclaim: bool = True,
 ) -> list[PoolBalance]:
     """Every pool (or the given ones) with every division's share, holding now and peak over
-    the horizon. Six queries at most: pools, divisions, shares, the pools' summaries (2), the
-    allocations to reclaim where a division is above its share — three when the caller already
-    has the pools and their summaries and needs no reclaim lists (`with_reclaim=False`)."""
+    the horizon, from the per-pool cache (allocator/shares/cached.py). Four queries when no
+    pool changed: pools, divisions, shares, the pools' cache marks; when some did, three more
+    for all of them (their summaries (2), their reclaim lists). Two when the caller already has
+    the pools and their summaries and needs no reclaim lists (`with_reclaim=False`)."""
     origin = origin or timezone.now()
     pools = list(pools if pools is not None else Pool.objects.all())
     divisions = list(Division.objects.all())
@@ -121,7 +117,7 @@ def balance(
         )
     }
     if summaries is None:
-        summaries = pool_summaries(pools, origin=origin)
+        summaries = cached_pool_summaries(pools, origin=origin)
     rows = _rows_of(
         summaries, [(p, d) for p in pools for d in divisions], shares, with_reclaim=with_reclaim
     )
@@ -135,7 +131,8 @@ def division_holdings(
     divisions: Iterable[Division], *, origin: datetime | None = None
 ) -> dict[int, list[ShareRow]]:
     """Shares, holdings now and peaks of the given divisions in every pool (for the API).
-    Five queries at most: pools, shares, the pools' summaries (2), the allocations to reclaim."""
+    Three queries when no pool changed (pools, shares, the cache marks); three more for all the
+    pools that did (their summaries (2), their reclaim lists)."""
     origin = origin or timezone.now()
     divisions = list(divisions)
     pools = list(Pool.objects.all())
@@ -145,6 +142,6 @@ def division_holdings(
             division_id__in=[d.pk for d in divisions]
         ).values_list("division_id", "pool_id", "gpus")
     }
-    summaries = pool_summaries(pools, origin=origin)
+    summaries = cached_pool_summaries(pools, origin=origin)
     rows = _rows_of(summaries, [(p, d) for d in divisions for p in pools], shares)
     return {d.pk: [rows[(p.pk, d.pk)] for p in pools] for d in divisions}

@@ -15,6 +15,7 @@ from org.roles import roles_of
 
 from ..models import DivisionShare, Pool
 from ..selectors import horizon
+from ..versions import pool_version_bump
 from .balance import ShareRow, _percent
 from .forecasts import PoolForecast, pool_forecasts
 from .reclaim import reclaim_lists
@@ -47,8 +48,9 @@ class ShareUpdate:
             )
         if self.row.over:
             listed = "; ".join(
-                f"allocation #{r.id} ({r.project_name}, {r.gpus} GPUs until "
-                f"{timezone.localtime(r.end):%Y-%m-%d %H:%M})"
+                f"{r.project_name} ({r.team_name}"
+                + (f", request #{r.request_id}" if r.request_id else "")
+                + f"): {r.gpus} GPUs until {timezone.localtime(r.end):%Y-%m-%d %H:%M}"
                 for r in self.row.reclaim
             )
             out.append(
@@ -127,6 +129,7 @@ def division_share_set(*, actor, division_id: int, pool_id: int, gpus) -> ShareU
         share.gpus = gpus
         share.updated_by = actor
         share.save(update_fields=["gpus", "updated_by", "updated_at"])
+        pool_version_bump([pool.pk])
         audit_record(
             actor=actor,
             action="share.update",

@@ -26,7 +26,7 @@ from ..timeline import Step
 # checks every figure against the Timeline on generated pools.
 
 _HOLDING = """
-    SELECT a.id, a.pool_id, t.division_id, a.project_id, a.state,
+    SELECT a.id, a.pool_id, t.division_id, a.project_id, a.state, a.change_id,
            greatest(a.start, %(origin)s) AS s, a.start, a."end" AS e, a.gpus
     FROM allocator_allocation a
     JOIN org_project p ON p.id = a.project_id
@@ -42,7 +42,9 @@ _CAPACITY_SQL = """
     ), run AS (
         SELECT pool_id, at, sum(d) OVER (PARTITION BY pool_id ORDER BY at) AS cap FROM c
     )
-    SELECT pool_id, max(cap) FILTER (WHERE at = %(origin)s), max(cap) FROM run GROUP BY pool_id
+    SELECT pool_id, max(cap) FILTER (WHERE at = %(origin)s), max(cap),
+           min(at) FILTER (WHERE at > %(origin)s)
+    FROM run GROUP BY pool_id
 """
 
 _HOLDINGS_SQL = f"""
@@ -59,8 +61,16 @@ _HOLDINGS_SQL = f"""
     )
     SELECT pool_id, division_id,
            coalesce(max(held) FILTER (WHERE at = %(origin)s), 0),
-           coalesce(max(held) FILTER (WHERE at < %(until)s), 0)
+           coalesce(max(held) FILTER (WHERE at < %(until)s), 0),
+           min(at) FILTER (WHERE at > %(origin)s)
     FROM run GROUP BY 1, 2
+    UNION ALL
+    -- The first allocation to enter the window as it slides: the peak may grow then.
+    SELECT pool_id, NULL, 0, 0, min(start) - (%(until)s - %(origin)s)
+    FROM allocator_allocation
+    WHERE pool_id = ANY(%(ids)s) AND state = ANY(%(states)s)
+      AND "end" > %(until)s AND start >= %(until)s
+    GROUP BY pool_id
 """
 
 # One row per day of the window that has events: the lowest capacity and the highest holding
@@ -113,6 +123,12 @@ class PoolSummary:
     max_capacity: int
     division_now: dict[int, int]
     division_peaks: dict[int, int]
+    # The first instant after `origin` at which a figure here may change by time alone (an
+    # allocation starting or ending, a capacity change taking effect, an allocation entering
+    # the window as it slides); None: none is on record.
+    valid_until: datetime | None = None
+    # The pool's cache key part when these figures came from allocator/shares/cached.py.
+    cache_mark: str | None = None
 
     @property
     def held_now(self) -> int:
@@ -132,17 +148,23 @@ def pool_summaries(
     until: datetime | None = None,
 ) -> dict[int, PoolSummary]:
     """Capacity now and at most, and each division's holding now and peak over [origin, until)
-    (default now and the horizon), of the given pools (default all). Two queries."""
+        (default now and the horizon), of the given pools (default all), and until when they hold by
+    time alone (`valid_until`). Two queries."""
     origin = origin or timezone.now()
     until = until or origin + horizon()
     pools = list(pools if pools is not None else Pool.objects.all())
     params = _params([p.pk for p in pools], origin, until)
-    capacity = {pid: (now or 0, most or 0) for pid, now, most in _rows(_CAPACITY_SQL, params)}
+    capacity, next_of = {}, defaultdict(list)
+    for pid, now, most, next_at in _rows(_CAPACITY_SQL, params):
+        capacity[pid] = (now or 0, most or 0)
+        next_of[pid].append(next_at)
     now_of: dict[int, dict[int, int]] = defaultdict(dict)
     peak_of: dict[int, dict[int, int]] = defaultdict(dict)
-    for pool_id, division_id, now, peak in _rows(_HOLDINGS_SQL, params):
-        now_of[pool_id][division_id] = int(now)
-        peak_of[pool_id][division_id] = int(peak)
+    for pool_id, division_id, now, peak, next_at in _rows(_HOLDINGS_SQL, params):
+        next_of[pool_id].append(next_at)
+        if division_id is not None:
+            now_of[pool_id][division_id] = int(now)
+            peak_of[pool_id][division_id] = int(peak)
     result = {}
     for pool in pools:
         now, most = capacity.get(pool.pk, (0, 0))
@@ -155,6 +177,7 @@ def pool_summaries(
             max_capacity=int(max(now, most)),
             division_now=now_of[pool.pk],
             division_peaks=peak_of[pool.pk],
+            valid_until=min((t for t in next_of[pool.pk] if t is not None), default=None),
         )
     return result
 

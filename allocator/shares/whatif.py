@@ -10,8 +10,8 @@ from django.utils import timezone
 from org.models import Division
 
 from ..models import Pool
-from .forecasts import HeldRow, pool_forecasts
-from .reclaim import reclaim_lists
+from .forecasts import pool_forecasts
+from .reclaim import ReclaimRow, reclaim_lists
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class WhatIfRow:
     candidate: int
     held_now: int
     peak: int
-    reclaim: list[HeldRow]  # allocations standing above the candidate share
+    reclaim: list[ReclaimRow]  # allocations standing above the candidate share
 
     @property
     def over(self) -> bool:

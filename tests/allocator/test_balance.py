@@ -32,7 +32,7 @@ def test_executive_sees_shares(client, executive, share, applications, team, poo
     assert "east/H100" in html
     assert "Research" in html and "Applications" in html
     assert "62%" in html  # 40 of 64
-    assert 'name="gpus"' in html
+    assert f'name="gpus-{share.division_id}"' in html
 
 
 @pytest.mark.parametrize("persona", ["requester", "outsider", "division_lead", "ops", "admin_user"])
@@ -116,7 +116,7 @@ def test_unknown_ids_error_at_top(client, executive, share, research, pool, data
 
 def test_cut_below_holding_flagged_with_allocations(client, executive, share, research, pool, team):
     # given Research holds 16 + 8 now
-    big = factories.AllocationFactory(
+    factories.AllocationFactory(
         pool=pool, project__team=team, project__name="Bigrun", gpus=16, end=in_days(20)
     )
     small = factories.AllocationFactory(pool=pool, project__team=team, gpus=8, end=in_days(20))
@@ -127,9 +127,13 @@ def test_cut_below_holding_flagged_with_allocations(client, executive, share, re
     html = response.content.decode()
     share.refresh_from_db()
     assert share.gpus == 10
-    assert f"allocation #{big.pk}" in html
-    assert f"allocation #{small.pk}" not in html
+    reclaim = html[html.index('class="reclaim-list"') :]
+    reclaim = reclaim[: reclaim.index("</ul>")]
+    assert f"Bigrun ({team.name})" in reclaim
+    assert small.project.name not in reclaim
     assert "over by 14" in html
+    # and no internal allocation or change number shows
+    assert "allocation #" not in html and "change #" not in html
 
 
 def test_overcommitted_pool_warned(client, executive, share, applications, pool):
@@ -165,9 +169,119 @@ def test_bounded_queries(
     # given
     _lab(n_pools, team, other_team, research, applications)
     client.force_login(executive)
-    # when / then: session, user, role grants, memberships, pools, divisions, shares,
-    # pool summaries (capacity, holdings), allocations to reclaim, unread notifications
-    with django_assert_num_queries(11):
-        response = client.get(URL)
+    # when / then (a cold cache): session, user, role grants, memberships, pools, divisions,
+    # shares, the pools' cache marks, pool summaries (capacity, holdings), allocations to
+    # reclaim, unread notifications. Warm: tests/allocator/test_summaries_cache.py
+    with django_assert_num_queries(12):
+        response = client.get(URL, {"cluster": "all"})
     assert response.status_code == 200
     assert response.content.decode().count("over by 10") == n_pools
+
+
+# --- one form per pool, a cluster at a time, allocations named by project and request --------
+
+
+def test_one_form_per_pool_saves_every_division_at_once(
+    client, executive, share, research, applications, pool
+):
+    client.force_login(executive)
+    # when the pool's form sends both divisions' shares
+    response = client.post(
+        URL,
+        {"pool": pool.pk, f"gpus-{research.pk}": 20, f"gpus-{applications.pk}": 12},
+        follow=True,
+    )
+    # then both are set, each an audited decision, and the page says so
+    assert response.status_code == 200
+    got = dict(DivisionShare.objects.values_list("division_id", "gpus"))
+    assert got == {research.pk: 20, applications.pk: 12}
+    assert AuditEvent.objects.filter(object_type="allocator.divisionshare").count() == 2
+    html = response.content.decode()
+    assert "set to 20 GPUs (was 40)" in html and "set to 12 GPUs (was 0)" in html
+    assert html.count('<form method="post"') == 2  # this pool's form and the sign-out form
+
+
+def test_a_bad_value_in_the_pool_form_saves_none(
+    client, executive, share, research, applications, pool
+):
+    client.force_login(executive)
+    response = client.post(
+        URL, {"pool": pool.pk, f"gpus-{research.pk}": 20, f"gpus-{applications.pk}": "-3"}
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "A share cannot be negative." in html
+    assert 'value="-3" aria-invalid="true"' in html
+    assert DivisionShare.objects.get().gpus == 40
+    assert not AuditEvent.objects.filter(object_type="allocator.divisionshare").exists()
+
+
+def test_a_refused_second_share_rolls_back_the_first(
+    client, executive, share, research, applications, pool
+):
+    # given a value the form accepts but the service refuses (above what the pool ever holds)
+    client.force_login(executive)
+    response = client.post(
+        URL, {"pool": pool.pk, f"gpus-{research.pk}": 20, f"gpus-{applications.pk}": 5000}
+    )
+    assert response.status_code == 400
+    assert "will never hold more than 64 GPUs" in response.content.decode()
+    assert DivisionShare.objects.get(division=research).gpus == 40
+    assert not AuditEvent.objects.filter(object_type="allocator.divisionshare").exists()
+
+
+def test_many_pools_show_one_cluster_at_a_time(client, executive, research):
+    # given more pools than a page shows, in two clusters
+    for i in range(8):
+        factories.PoolFactory(cluster="alpha", gpu_model=f"A{i}", capacity=8)
+        factories.PoolFactory(cluster="beta", gpu_model=f"B{i}", capacity=8)
+    client.force_login(executive)
+    # when the page opens, then only the first cluster shows, with the filter
+    html = client.get(URL).content.decode()
+    assert "alpha/A0" in html and "beta/B0" not in html
+    assert 'name="cluster"' in html and "Pools of alpha: 8 of 16." in html
+    # when the other cluster, or all, is chosen
+    html = client.get(URL, {"cluster": "beta"}).content.decode()
+    assert "beta/B7" in html and "alpha/A0" not in html
+    html = client.get(URL, {"cluster": "all"}).content.decode()
+    assert "alpha/A0" in html and "beta/B7" in html
+    # and an unknown cluster falls back to the first
+    html = client.get(URL, {"cluster": "<b>x</b>"}).content.decode()
+    assert "alpha/A0" in html and "<b>x</b>" not in html
+
+
+def test_a_save_returns_to_the_pools_cluster(client, executive, research):
+    for i in range(8):
+        factories.PoolFactory(cluster="alpha", gpu_model=f"A{i}", capacity=8)
+    beta = factories.PoolFactory(cluster="beta", gpu_model="B", capacity=8)
+    for i in range(5):
+        factories.PoolFactory(cluster="gamma", gpu_model=f"G{i}", capacity=8)
+    client.force_login(executive)
+    response = client.post(URL, {"pool": beta.pk, f"gpus-{research.pk}": 4})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?cluster=beta")
+
+
+def test_reclaim_list_names_the_request(
+    client, executive, share, research, pool, project, requester
+):
+    # given an allocation made by an approved request, Research cut below it
+    from allocator import services
+    from requests_app.models import ComputeRequest
+
+    change = factories.AllocationChangeFactory(
+        pool=pool, project=project, gpus=30, start=in_days(-1), end=in_days(10)
+    )
+    req = factories.ComputeRequestFactory(
+        project=project, pool=pool, requester=requester, change=change
+    )
+    services.allocation_change_apply(change_id=change.pk)
+    client.force_login(executive)
+    # when
+    response = client.post(URL, {"division": research.pk, "pool": pool.pk, "gpus": 10}, follow=True)
+    # then the allocation is named by its project, team and request number
+    html = response.content.decode()
+    assert f"{project.name} ({project.team.name}), " in html
+    assert f'href="/requests/{req.pk}/">request #{req.pk}</a>' in html
+    assert f"#{change.pk} " not in html and "change #" not in html
+    assert ComputeRequest.objects.get(pk=req.pk).change_id == change.pk

@@ -33,7 +33,7 @@ def _try(client, pool, division, gpus):
 
 
 def test_lower_share_sends_the_waiting_request_to_review(client, executive, pool, research, scene):
-    held, change = scene
+    held, _ = scene
     client.force_login(executive)
     # when Research's share of 30 is tried
     response = _try(client, pool, research, "30")
@@ -41,8 +41,12 @@ def test_lower_share_sends_the_waiting_request_to_review(client, executive, pool
     # then: over by 10 now, the 40-GPU allocation is listed, the waiting one would go to review
     assert response.status_code == 200
     assert "With these shares" in text and "over by 10" in text
-    assert f"allocation #{held.pk}" in text
-    assert f"change #{change.pk}" in text and "sent to executive review at apply time" in text
+    assert f"{held.project.name} ({held.project.team.name})" in text
+    assert "an approved change without a request" in text
+    assert "sent to executive review at apply time" in text
+    # named by project and team (and request number, when a request made it), never by the
+    # internal allocation or change numbers
+    assert "allocation #" not in text and "change #" not in text
     # and nothing was saved
     assert DivisionShare.objects.get(division=research, pool=pool).gpus == 64
 

@@ -155,8 +155,10 @@ def test_cut_below_holding_flags_reclaim_candidates(
     assert result.row.excess == 20
     assert [r.id for r in result.row.reclaim] == [h["big"].pk, h["later"].pk]
     warning = next(w for w in result.warnings if "reclaim" in w)
-    assert f"#{h['big'].pk}" in warning and f"#{h['later'].pk}" in warning
-    assert f"#{h['other'].pk}" not in warning
+    # named by project and team, never by the internal allocation number
+    named = f"{h['big'].project.name} ({h['big'].project.team.name})"
+    assert f"{named}: 16 GPUs until" in warning and ": 12 GPUs until" in warning
+    assert ": 20 GPUs until" not in warning and "allocation #" not in warning
     assert share_events().count() == 1
 
 

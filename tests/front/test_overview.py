@@ -242,12 +242,12 @@ def test_bounded_queries(
     _lab(n_pools, team, other_team, research, requester, project)
     user = request.getfixturevalue(persona)
     client.force_login(user)
-    # when / then: session, user, role grants, memberships, pools, pools_status (3), pool
-    # summaries (2), the chart series, divisions, shares, arrivals, expiries, my requests,
-    # [approvals count, the delegations it counts], unread count; for a team member "My GPUs":
-    # the teams' allocations and their approved or waiting requests (2; forecasts only when
-    # some wait)
-    expected = 19
+    # when / then (a cold cache): session, user, role grants, memberships, pools, the pools'
+    # cache marks, their summaries (2), waiting demand, the chart series, divisions, shares,
+    # arrivals, expiries, my requests, [approvals count, the delegations it counts], unread
+    # count; for a team member "My GPUs": the teams' allocations and their approved or waiting
+    # requests (2; forecasts only when some wait). Warm: tests/allocator/test_summaries_cache.py
+    expected = 18
     with django_assert_num_queries(expected):
         response = client.get(URL)
     assert response.status_code == 200

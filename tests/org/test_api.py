@@ -309,9 +309,10 @@ def _lab(n, research, applications):
 @pytest.mark.parametrize(
     ("url", "queries"),
     [
-        # count, page, + pools, shares, pool summaries (capacity, holdings), allocations to
-        # reclaim (the lab's divisions stand above their shares)
-        ("/api/v1/divisions/", 7),
+        # count, page, + pools, shares, the pools' cache marks, pool summaries (capacity,
+        # holdings), allocations to reclaim (a cold cache; the lab's divisions stand above
+        # their shares). Warm: tests/allocator/test_summaries_cache.py
+        ("/api/v1/divisions/", 8),
         # count, page, members (prefetch)
         ("/api/v1/teams/", 3),
         # roles (2), count, page, scheduler accounts (prefetch)

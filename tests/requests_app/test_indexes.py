@@ -5,10 +5,13 @@ rightly prefer a sequential scan, hence the settings."""
 
 import pytest
 from django.db import connection
+from django.db.models import Sum
 
-from allocator.models import Allocation
+from allocator.models import Allocation, AllocationChange
+from allocator.selectors import waiting_demand
 from requests_app import selectors
 from requests_app.workflow import Status
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +65,25 @@ def test_allocations_api_page_reads_the_recent_index():
     # then
     assert "allocation_recent" in plan
     assert "Sort Key" not in plan
+
+
+def test_waiting_demand_reads_the_waiting_gpus_index(pool):
+    # given a waiting change
+    factories.AllocationChangeFactory(pool=pool, status=AllocationChange.Status.WAITING)
+    # when the overview's per-pool waiting demand is planned (bitmap scans of the status
+    # index priced out too)
+    queryset = (
+        AllocationChange.objects.filter(status="waiting", pool_id__in=[pool.pk])
+        .values("pool_id")
+        .annotate(total=Sum("gpus"))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+    try:
+        plan = plan_of(queryset)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET enable_bitmapscan")
+    # then it reads the covering index, and says what waits
+    assert "change_waiting_gpus" in plan
+    assert waiting_demand([pool]) == {pool.pk: 8}
