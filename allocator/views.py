@@ -104,9 +104,14 @@ def _ops_context(request=None, **forms):
         .select_related("pool", "project")
         .order_by("-id")[:100]
     )
+    from notifications.models import Email
+
+    undelivered = Email.objects.filter(state=Email.State.FAILED).order_by("-created_at")
     return {
         "ending": selectors.projects_ending_soon(days=30),
         "failed": failed,
+        "emails_failed": undelivered[:20],
+        "emails_failed_count": undelivered.count(),
         "capacity_form": forms.get("capacity_form") or CapacityChangeForm(),
         "reclaim_form": forms.get("reclaim_form") or ReclaimForm(),
         "transfer_form": forms.get("transfer_form") or _prefill(request) or TransferForm(),
