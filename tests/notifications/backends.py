@@ -15,7 +15,9 @@ class RefusingBackend(BaseEmailBackend):
     """The mail server answers but refuses every message."""
 
     def send_messages(self, email_messages):
-        raise SMTPRecipientsRefused({m.to[0]: (550, b"mailbox unavailable") for m in email_messages})
+        raise SMTPRecipientsRefused(
+            {m.to[0]: (550, b"mailbox unavailable") for m in email_messages}
+        )
 
 
 class UnreachableBackend(BaseEmailBackend):

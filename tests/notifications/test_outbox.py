@@ -109,7 +109,10 @@ def test_an_unreachable_server_keeps_every_email_pending(settings):
     people = [factories.UserFactory(email=f"p{i}@example.org") for i in range(2)]
     for person in people:
         Email.objects.create(
-            recipient=person, address=person.email, subject="s", body="b",
+            recipient=person,
+            address=person.email,
+            subject="s",
+            body="b",
             next_attempt_at=timezone.now(),
         )
 
@@ -119,7 +122,9 @@ def test_an_unreachable_server_keeps_every_email_pending(settings):
     # then
     states = set(Email.objects.values_list("state", "attempts"))
     assert states == {("pending", 1)}
-    assert all("SMTPServerDisconnected" in e for e in Email.objects.values_list("last_error", flat=True))
+    assert all(
+        "SMTPServerDisconnected" in e for e in Email.objects.values_list("last_error", flat=True)
+    )
 
 
 @pytest.mark.django_db
@@ -167,8 +172,13 @@ def test_a_claim_that_lapsed_is_sent_again_and_a_late_answer_changes_nothing(set
     # given an email claimed by a sender that died mid-send (its claim lapsed)
     person = factories.UserFactory(email="p@example.org")
     email = Email.objects.create(
-        recipient=person, address=person.email, subject="s", body="b", state="sending",
-        attempts=1, next_attempt_at=timezone.now(),
+        recipient=person,
+        address=person.email,
+        subject="s",
+        body="b",
+        state="sending",
+        attempts=1,
+        next_attempt_at=timezone.now(),
         claimed_until=timezone.now() - timedelta(seconds=1),
     )
 
@@ -184,8 +194,13 @@ def test_a_claim_that_lapsed_is_sent_again_and_a_late_answer_changes_nothing(set
 def test_a_live_claim_is_left_alone():
     person = factories.UserFactory(email="p@example.org")
     Email.objects.create(
-        recipient=person, address=person.email, subject="s", body="b", state="sending",
-        attempts=1, next_attempt_at=timezone.now() - timedelta(1),
+        recipient=person,
+        address=person.email,
+        subject="s",
+        body="b",
+        state="sending",
+        attempts=1,
+        next_attempt_at=timezone.now() - timedelta(1),
         claimed_until=timezone.now() + timedelta(minutes=5),
     )
     assert send_due_emails() == 0 and mail.outbox == []
@@ -200,7 +215,10 @@ def test_senders_racing_on_the_same_emails_send_each_once(settings, senders):
     people = [factories.UserFactory(email=f"p{i}@example.org") for i in range(3)]
     for person in people:
         Email.objects.create(
-            recipient=person, address=person.email, subject=f"to {person.email}", body="b",
+            recipient=person,
+            address=person.email,
+            subject=f"to {person.email}",
+            body="b",
             next_attempt_at=timezone.now(),
         )
     start = threading.Barrier(senders)
@@ -240,7 +258,10 @@ def test_readyz_is_not_ready_when_emails_pile_up_unsent(settings, client):
     person = factories.UserFactory(email="p@example.org")
     for _ in range(2):
         Email.objects.create(
-            recipient=person, address=person.email, subject="s", body="b",
+            recipient=person,
+            address=person.email,
+            subject="s",
+            body="b",
             next_attempt_at=timezone.now(),
         )
 
