@@ -397,7 +397,7 @@ def _parameter(name: str, spec: django_filters.Filter) -> OpenApiParameter:
     if isinstance(spec, django_filters.ModelChoiceFilter | django_filters.NumberFilter):
         kind = OpenApiTypes.INT  # (a ModelChoiceFilter is a ChoiceFilter: ask this first)
     elif isinstance(spec, django_filters.MultipleChoiceFilter | django_filters.ChoiceFilter):
-        choices = spec.extra.get("choices") or spec.field.choices
+        choices = spec.extra.get("choices") or getattr(spec.field, "choices", [])
         enum = [value for value, _label in choices if value != ""]
         many = isinstance(spec, django_filters.MultipleChoiceFilter)
     elif isinstance(spec, django_filters.BooleanFilter):
