@@ -155,7 +155,28 @@ def email_retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, _email_setting("RETRY_MAX_SECONDS")))
 
 
+# Emails claimed at a time: a round's sends, each bounded by EMAIL_TIMEOUT (30 s), end well
+# within the claim (CLAIM_SECONDS, 600 s), so no claim lapses while its sender still works.
+CLAIM_ROUND = 10
+
+
 def emails_send_due(*, ids: Iterable[int] | None = None, limit: int = 200) -> int:
+    """Send up to `limit` recorded emails that are due, CLAIM_ROUND at a time
+    (_emails_send_round). Returns the emails sent."""
+    wanted = list(ids) if ids is not None else None
+    sent = tried = 0
+    while tried < limit:
+        round_sent, round_tried = _emails_send_round(
+            ids=wanted, limit=min(CLAIM_ROUND, limit - tried)
+        )
+        if not round_tried:
+            break
+        sent += round_sent
+        tried += round_tried
+    return sent
+
+
+def _emails_send_round(*, ids: list[int] | None, limit: int) -> tuple[int, int]:
     """Send the recorded emails that are due (pending and past their next attempt time, or
     claimed by a sender whose claim lapsed), at most `limit`, over one mail connection.
 
@@ -194,7 +215,7 @@ def emails_send_due(*, ids: Iterable[int] | None = None, limit: int = 200) -> in
         )
         claimed = sorted(cursor.fetchall())
     if not claimed:
-        return 0
+        return 0, 0
     sent: list[tuple[int, int]] = []
     failed: list[tuple[int, int, str]] = []
     try:
@@ -242,7 +263,7 @@ def emails_send_due(*, ids: Iterable[int] | None = None, limit: int = 200) -> in
     if failed:
         instruments.notification_emails.labels("failed").inc(len(failed))
         logger.warning("could not send %d of %d notification emails", len(failed), len(claimed))
-    return len(sent)
+    return len(sent), len(claimed)
 
 
 def _email_attempt_failed(*, pk: int, attempts: int, error_text: str) -> None:

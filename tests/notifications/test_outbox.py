@@ -271,3 +271,27 @@ def test_readyz_is_not_ready_when_emails_pile_up_unsent(settings, client):
     # then
     check = response.json()["checks"]["email_outbox"]
     assert response.status_code == 503 and check["ok"] is False and check["due"] == 2
+
+
+@pytest.mark.django_db
+def test_one_call_sends_every_due_email_a_small_round_at_a_time(monkeypatch, settings):
+    # given more due emails than one claim round
+    from notifications import services
+
+    monkeypatch.setattr(services, "CLAIM_ROUND", 2)
+    people = [factories.UserFactory(email=f"p{i}@example.org") for i in range(5)]
+    for person in people:
+        Email.objects.create(
+            recipient=person,
+            address=person.email,
+            subject="s",
+            body="b",
+            next_attempt_at=timezone.now(),
+        )
+
+    # when
+    sent = emails_send_due()
+
+    # then all went out, each once, and the call ended
+    assert sent == 5 and sorted(m.to[0] for m in mail.outbox) == sorted(p.email for p in people)
+    assert set(Email.objects.values_list("state", "attempts")) == {("sent", 1)}
