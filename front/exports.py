@@ -31,12 +31,12 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
 from allocator.api.views import AllocationFilter
 from allocator.models import Allocation, LedgerEntry
+from common.filters import FilterError
 from common.inputs import ZonedDateTimeFilter
 from org.visibility import visible_projects_q
 from requests_app.selectors import RequestFilter, requests_visible_to
@@ -359,7 +359,7 @@ def _chunks(lines: Iterator[str]) -> Iterator[bytes]:
 
 def export_rows(export: Export, *, user, params, request=None) -> Iterator[dict]:
     """The export's rows for `user`, filtered by `params` (a QueryDict); lazy: nothing is read
-    until the first row is asked for. Raises ValidationError (400) for an unknown parameter or
+    until the first row is asked for. Raises FilterError (400) for an unknown parameter or
     a value its filter cannot read."""
     filters = export.filterset.base_filters
     errors: dict[str, list[str]] = {}
@@ -372,10 +372,10 @@ def export_rows(export: Export, *, user, params, request=None) -> Iterator[dict]
         ):
             errors[name] = ["Give true or false."]
     if errors:
-        raise ValidationError(errors)
+        raise FilterError(errors)
     filterset = export.filterset(params, queryset=export.scoped(user), request=request)
     if not filterset.is_valid():
-        raise ValidationError({k: [str(m) for m in v] for k, v in filterset.errors.items()})
+        raise FilterError({k: [str(m) for m in v] for k, v in filterset.errors.items()})
     queryset = filterset.qs.order_by("id").values(*export.paths)
     return (export.row(r) for r in queryset.iterator(chunk_size=CHUNK_ROWS))
 

@@ -209,7 +209,7 @@ def test_bad_filters_answer_400_naming_the_parameter(what, params, field, fmt, r
     response = _api(requester).get(f"/api/v1/export/{what}.{fmt}", params)
     assert response.status_code == 400, getattr(response, "content", b"")[:300]
     body = response.json()
-    assert field in body["errors"] and body["detail"]
+    assert field in body["errors"] and f"“{field}”" in body["detail"]
 
 
 def test_sign_in_is_required_and_a_token_works(lab, requester, client):

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0002_email_outbox'),
+        ('notifications', '0003_cursor_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
