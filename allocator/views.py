@@ -97,9 +97,15 @@ def _ops_context(request=None, **forms):
     requests = request_ids_for_changes([c.pk for c in failed])
     for change in failed:
         change.request_id = requests.get(change.pk)
+
+    from notifications.models import Email
+
+    undelivered = Email.objects.filter(state=Email.State.FAILED).order_by("-created_at")
     return {
         "ending": selectors.projects_ending_soon(days=30),
         "failed": failed,
+        "emails_failed": undelivered[:20],
+        "emails_failed_count": undelivered.count(),
         "capacity_form": forms.get("capacity_form") or CapacityChangeForm(),
         "suggestions": reclaim_suggestions(),
         "scheduled": scheduled_reclaims(),

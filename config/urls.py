@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("requests_app.api.urls")),
     path("", include("org.api.urls")),
     path("", include("front.audit_api")),
+    path("", include("front.exports")),
     path("", include("notifications.api")),
     path("", include("allocator.connectors.api")),
     path("", include("accounts.api")),

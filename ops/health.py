@@ -122,7 +122,34 @@ def check_connector_backlog() -> Check:
     return _timed("connector_backlog", probe)
 
 
-BUILT_IN = [check_database, check_migrations, check_broker, check_beat, check_connector_backlog]
+def check_email_outbox() -> Check:
+    """Emails given up after every retry (notifications.Email `failed`) and emails due but not
+    sent. Not ready only when the backlog of due emails passes EMAIL_BACKLOG_MAX: a mail server
+    that refuses a few addresses must not take the web processes out of service."""
+
+    def probe():
+        from django.db.models import Count, Q
+
+        from notifications.models import Email
+
+        limit = _ops_setting("EMAIL_BACKLOG_MAX", 1000)
+        counts = Email.objects.filter(state__in=["pending", "sending", "failed"]).aggregate(
+            failed=Count("pk", filter=Q(state="failed")),
+            due=Count("pk", filter=Q(state__in=["pending", "sending"])),
+        )
+        return counts["due"] <= limit, {**counts, "max_due": limit}
+
+    return _timed("email_outbox", probe)
+
+
+BUILT_IN = [
+    check_database,
+    check_migrations,
+    check_broker,
+    check_beat,
+    check_connector_backlog,
+    check_email_outbox,
+]
 
 
 def readiness() -> tuple[bool, dict]:

@@ -9,6 +9,7 @@ from celery import signals as celery_signals
 from django.dispatch import receiver
 
 from allocator.signals import change_settled
+from notifications.signals import email_given_up
 from telemetry import instruments
 
 _started: dict[str, float] = {}
@@ -37,6 +38,20 @@ def _change_settled(sender, *, change, outcome, **kwargs):
         from django.db import transaction
 
         transaction.on_commit(lambda: instruments.approval_to_allocated.observe(max(seconds, 0)))
+
+
+@receiver(email_given_up)
+def _email_given_up(sender, *, email, **kwargs):
+    """On the record for compute ops (inside the transaction that gives the email up)."""
+    from audit.services import audit_record
+
+    audit_record(
+        actor=None,
+        action="email.given_up",
+        obj=email,
+        after={"state": email.state, "attempts": email.attempts, "last_error": email.last_error},
+        message=f"Email to {email.address} given up after {email.attempts} attempts.",
+    )
 
 
 def _bind_task_ids(sender=None, task=None, logger=None, **kwargs):

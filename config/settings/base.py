@@ -196,9 +196,20 @@ CONTENT_SECURITY_POLICY = {
 # --- Email: console in demo, SMTP from EMAIL_URL in production. ---
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="smtp://localhost:25")
 vars().update(EMAIL_CONFIG)
+# Seconds before an SMTP call is given up: well below the outbox claim (ALLOTMENT_EMAIL).
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="allotment@localhost")
 # Where people open Allotment; emails link there. Required in production (notifications.E001).
 ALLOTMENT_SITE_URL = env("ALLOTMENT_SITE_URL", default="")
+# The email outbox (notifications.Email): a failed send is retried after RETRY_SECONDS,
+# doubling up to RETRY_MAX_SECONDS, and given up (failed, audited, on /readyz and the ops
+# console) after MAX_ATTEMPTS; a sender's claim on an email lapses after CLAIM_SECONDS.
+ALLOTMENT_EMAIL = {
+    "MAX_ATTEMPTS": env.int("ALLOTMENT_EMAIL_MAX_ATTEMPTS", default=6),
+    "RETRY_SECONDS": env.int("ALLOTMENT_EMAIL_RETRY_SECONDS", default=60),
+    "RETRY_MAX_SECONDS": env.int("ALLOTMENT_EMAIL_RETRY_MAX_SECONDS", default=3600),
+    "CLAIM_SECONDS": env.int("ALLOTMENT_EMAIL_CLAIM_SECONDS", default=600),
+}
 
 # --- Redis: Celery broker, result store and cache share one server. ---
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -371,6 +382,8 @@ ALLOTMENT_OPS = {
         "ALLOTMENT_CONNECTOR_BACKLOG", default="allocator.connectors.selectors.intents_backlog"
     ),
     "CONNECTOR_BACKLOG_MAX": env.int("ALLOTMENT_CONNECTOR_BACKLOG_MAX", default=100),
+    # /readyz: more emails due but unsent than this is not ready.
+    "EMAIL_BACKLOG_MAX": env.int("ALLOTMENT_EMAIL_BACKLOG_MAX", default=1000),
     # More readiness checks (dotted paths to callables returning ops.health.Check).
     "READINESS_CHECKS": [],
 }

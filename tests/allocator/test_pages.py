@@ -111,6 +111,7 @@ def test_ops_console_lists_ending_projects_and_failed_applies(
     )
     req = factories.ComputeRequestFactory(project=later, pool=pool, change=failed)
     _login(client, ops)
+    # the page as before, and the count of undelivered emails (none: no list read)
     with django_assert_max_num_queries(15):
         response = client.get(reverse("allocator:ops"))
     body = response.content.decode()

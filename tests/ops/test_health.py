@@ -46,6 +46,7 @@ def test_readyz_is_ready_when_every_dependency_answers(client, db):
         "broker",
         "beat",
         "connector_backlog",
+        "email_outbox",
     }
     assert all(check["ok"] for check in body["checks"].values())
     assert body["checks"]["migrations"]["pending"] == 0
