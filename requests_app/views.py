@@ -43,7 +43,10 @@ LIST_ORDER = ("-created_at", "-id")
 @login_required
 def request_list(request):
     get = request.GET.copy()
+    # Navigation, not a filter: kept out of the filters and of the export link (an old
+    # bookmark's page number included).
     get.pop("cursor", None)
+    get.pop("page", None)
     filterset = selectors.RequestFilter(
         get or None, queryset=selectors.requests_visible_to(request.user), request=request
     )
