@@ -324,3 +324,22 @@ class LedgerEntry(models.Model):
     def delete(self, *args, **kwargs):
         raise PermissionError("The ledger is append-only.")
 
+
+class StoredForecast(models.Model):
+    """A pool's stored forecast (allocator/forecast/stored.py): every waiting and approved
+    change's outcome, computed from the pool at `version` as of `computed_at`. It stands until
+    the pool's version moves or the clock reaches `stale_at`, the first instant at which the
+    same rows would forecast something else. A cache: deleting rows loses nothing."""
+
+    pool = models.OneToOneField(
+        Pool, primary_key=True, on_delete=models.CASCADE, related_name="stored_forecast"
+    )
+    version = models.BigIntegerField()
+    computed_at = models.DateTimeField()
+    stale_at = models.DateTimeField(null=True, blank=True)  # None: only a write changes it
+    # What else the result depends on: the stored format and the settings the simulation reads.
+    key = models.CharField(max_length=100)
+    outcomes = models.JSONField(default=list)
+
+    def __str__(self):
+        return f"forecast of pool {self.pool_id} at version {self.version}"

@@ -8,6 +8,7 @@ allocator.signals.change_settled, sent inside the transaction with the change ro
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from django.conf import settings
@@ -29,6 +30,8 @@ from ..signals import change_settled
 from ..timeline import Span
 from ..waiting import Freeing, freeings_of, waiting_facts, waiting_sentences
 from .records import Status, compute_ops_users, fmt, ledger, project_link, team_members
+
+logger = logging.getLogger(__name__)
 
 
 def allocation_change_apply(*, change_id: int) -> Outcome | None:
@@ -56,8 +59,25 @@ def allocation_change_apply(*, change_id: int) -> Outcome | None:
         if change.status != Status.PENDING:
             return None
         outcomes = serve(pool, extra=change)
+        _refresh_forecast_on_commit(pool.pk)
         fault_point("in_tx_before_commit", change_id=change_id)
         return outcomes.get(change.pk)
+
+
+def _refresh_forecast_on_commit(pool_id: int) -> None:
+    """After the apply commits, a worker stores the pool's new forecast (forecast/stored.py), so
+    the next reader does not compute it. Best effort: if the broker is down, the first reader or
+    the periodic sweep computes it instead."""
+
+    def refresh_forecast_after_commit():  # named: robust on_commit logs its __qualname__
+        from ..tasks import refresh_forecast
+
+        try:
+            refresh_forecast.delay(pool_id)
+        except Exception:
+            logger.warning("could not send the forecast refresh of pool %s", pool_id)
+
+    transaction.on_commit(refresh_forecast_after_commit, robust=True)
 
 
 class ChangeBusy(OperationalError):
