@@ -10,6 +10,7 @@ Never logged: request bodies (so no justification text), passwords, tokens, cook
 from __future__ import annotations
 
 import structlog
+from structlog.typing import Processor
 
 SENSITIVE_KEYS = {
     "password",
@@ -34,7 +35,7 @@ def _redact(logger, method_name, event_dict):
     return event_dict
 
 
-SHARED = [
+SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,

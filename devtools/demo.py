@@ -38,7 +38,7 @@ PROJECTS = [
 ]
 
 # (username, first, last, team slugs, grants as (role, division slug or None), superuser)
-USERS = [
+USERS: list[tuple[str, str, str, list[str], list[tuple[str, str | None]], bool]] = [
     ("rita", "Rita", "Researcher", ["pretraining", "alignment"], [], False),
     ("paul", "Paul", "Product", ["assistant", "search"], [], False),
     # rlead also researches on Alignment, so separation of duties shows: she files requests
@@ -122,9 +122,9 @@ def load_demo() -> dict:
         users[username] = user
         for slug in team_slugs:
             Membership.objects.get_or_create(team=teams[slug], user=user)
-        for role, division in grants:
+        for role, division_slug in grants:
             RoleGrant.objects.get_or_create(
-                user=user, role=role, division=divisions[division] if division else None
+                user=user, role=role, division=divisions[division_slug] if division_slug else None
             )
 
     return {

@@ -236,7 +236,8 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
     # Allocations: placed against a daily ledger of free GPUs per pool. Every start, end and
     # arrival falls on a day boundary, so the daily ledger is exact at every instant.
     held = {pool.pk: [0] * days for pool in pools}
-    placed = []  # (pool, project, gpus, start day, end day)
+    # (pool, project, gpus, start day, end day)
+    placed: list[tuple[Pool, Project, int, int, int]] = []
     attempts = 0
     while len(placed) < scale.allocations and attempts < scale.allocations * 6:
         attempts += 1
@@ -257,7 +258,9 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
     # Ids are drawn from the sequences first, so rows can point at each other before COPY.
     change_ids = _next_ids(AllocationChange, len(placed))
     allocation_ids = _next_ids(Allocation, len(placed))
-    change_rows, allocation_rows, ledger_rows = [], [], []
+    change_rows: list[dict] = []
+    allocation_rows: list[dict] = []
+    ledger_rows: list[dict] = []
     for i, (pool, project, gpus, s, e) in enumerate(placed):
         change_rows.append(
             dict(
@@ -317,12 +320,14 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
         + ["waiting"] * 4
         + ["failed", "approved"]
     )
-    specs = [("allocated", i) for i in range(len(placed))]
+    specs: list[tuple[str, int | None]] = [("allocated", i) for i in range(len(placed))]
     specs += [(rng.choice(other_states), None) for _ in range(max(0, scale.requests - len(specs)))]
     request_ids = _next_ids(ComputeRequest, len(specs))
     division_of_team = {t.pk: t.division_id for t in teams}
     lead_of_division = {d.pk: lead for d, lead in zip(divisions, leads, strict=True)}
-    request_rows, extra_change_rows, step_rows = [], [], []
+    request_rows: list[dict] = []
+    extra_change_rows: list[dict] = []
+    step_rows: list[dict] = []
     for request_id, (status, placed_index) in zip(request_ids, specs, strict=True):
         if placed_index is not None:
             pool, project, gpus, s, e = placed[placed_index]
@@ -341,6 +346,7 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
         needs_executive = gpus >= 256 or priority == "urgent"
         change_id = change_ids[placed_index] if placed_index is not None else None
         if placed_index is None and approved:
+            assert submitted is not None  # only drafts have no submission time
             change_id = len(extra_change_rows)  # replaced by a real id below
             extra_change_rows.append(
                 dict(
@@ -383,7 +389,7 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
                     "pending_division": submitted,
                     "pending_executive": submitted + timedelta(hours=6) if submitted else None,
                 }.get(status),
-                approved_at=submitted + timedelta(days=1) if approved else None,
+                approved_at=submitted + timedelta(days=1) if approved and submitted else None,
                 change_id=change_id,
                 created_at=submitted or now,
                 updated_at=submitted or now,
@@ -392,6 +398,7 @@ def generate_lab(*, scale: Scale, seed: int = 1, prefix: str = "lab") -> dict:
         )
         if status in ("draft", "pending_division", "withdrawn"):
             continue
+        assert submitted is not None  # only drafts have no submission time, and they stopped above
         lead = lead_of_division[division_of_team[project.team_id]]
         decided = submitted + timedelta(hours=6)
         first = {"changes_requested": "changes_requested", "rejected": "rejected"}.get(

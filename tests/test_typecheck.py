@@ -17,6 +17,9 @@ CLEAN = [
     "requests_app",
     "front",
     "accounts",
+    "ops",
+    "config",
+    "devtools",
 ]
 
 
