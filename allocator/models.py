@@ -60,7 +60,11 @@ class CapacityChange(models.Model):
 
     class Meta:
         ordering = ["effective_at", "id"]
-        indexes = [models.Index(fields=["pool", "effective_at"])]
+        indexes = [
+            models.Index(fields=["pool", "effective_at"]),
+            # The API list's cursor order, latest first (common/pagination.py).
+            models.Index(fields=["-effective_at", "-id"], name="capacity_change_recent"),
+        ]
         constraints = [
             models.CheckConstraint(condition=~Q(delta=0), name="capacitychange_delta_nonzero"),
             models.CheckConstraint(
@@ -220,6 +224,9 @@ class Allocation(models.Model):
             models.Index(fields=["state", "end"]),
             # The API list's default order (newest start first), read from the index with a LIMIT.
             models.Index(fields=["-start", "-id"], name="allocation_recent"),
+            # The API list's other cursor orders (common/pagination.py: the key, then id).
+            models.Index(fields=["end", "id"], name="allocation_by_end"),
+            models.Index(fields=["gpus", "id"], name="allocation_by_gpus"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(gpus__gt=0), name="allocation_gpus_positive"),

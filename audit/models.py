@@ -36,7 +36,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["object_type", "object_id", "at"])]
+        indexes = [
+            models.Index(fields=["object_type", "object_id", "at"]),
+            # The API list's cursor order, newest first (common/pagination.py).
+            models.Index(fields=["-at", "-id"], name="audit_recent"),
+        ]
 
     def __str__(self):
         who = self.actor or "system"

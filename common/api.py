@@ -1,23 +1,17 @@
-"""API conventions shared by every endpoint: pagination with a capped page size, and one JSON
-error shape: {"detail": "...", "errors": {"field": ["message", ...]}}."""
+"""API conventions shared by every endpoint: one JSON error shape, {"detail": "...", "errors":
+{"field": ["message", ...]}}, and the write throttle. Lists page by cursor (common/pagination.py)
+and refuse unknown query parameters (common/filters.py)."""
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from common import security
-
-
-class Pagination(PageNumberPagination):
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
 
 
 class WriteThrottle(UserRateThrottle):
@@ -60,7 +54,8 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         errors = _as_field_errors(exc.detail)
         first = next(iter(errors.values()), ["Invalid input."])[0]
-        response.data = {"detail": first, "errors": errors}
+        # A refused query parameter says which one in `detail` too (common/filters.py).
+        response.data = {"detail": getattr(exc, "summary", first), "errors": errors}
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"detail": str(response.data["detail"]), "errors": {}}
     return response

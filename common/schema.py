@@ -2,7 +2,8 @@
 OpenAPI schema tells clients (and Schemathesis) the truth without repeating it on each view.
 
 - every operation: 403 (not signed in, or not allowed, with the reason);
-- lists: 400 (a filter value that is not valid) and 404 (a page past the end);
+- lists: 400 (an unknown query parameter, a filter value that is not valid, a page_size outside
+  1..1000 or a cursor not of this list) and 404;
 - operations on one object: 404 (no such object for you);
 - writes: 400 (invalid input, by field), 404, 409 (the object's state does not allow it, or an
   Idempotency-Key still in progress), 413 (body too large), 415 (not JSON), 422 (an
@@ -27,7 +28,7 @@ ERROR_SCHEMA = {
 DESCRIPTIONS = {
     "400": "Invalid input, with a message per field; nothing changed.",
     "403": "Not signed in, or not allowed (the reason is in `detail`).",
-    "404": "No such object for you (or a page past the end).",
+    "404": "No such object for you.",
     "409": "The object's state does not allow this now; nothing changed.",
     "413": "The request body is too large.",
     "415": "The body is not JSON.",

@@ -31,6 +31,8 @@ class Notification(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["recipient", "read_at", "-created_at"]),
+            # One person's list, newest first, paged by cursor (common/pagination.py).
+            models.Index(fields=["recipient", "-created_at", "-id"], name="notification_recent"),
             models.Index(
                 fields=["created_at"], condition=models.Q(email_due=True), name="notification_due"
             ),

@@ -82,7 +82,11 @@ class Project(models.Model):
                 name="project_state_valid",
             ),
         ]
-        indexes = [models.Index(fields=["state", "expected_end"])]
+        indexes = [
+            models.Index(fields=["state", "expected_end"]),
+            # The API list's cursor order (common/pagination.py: name, then id).
+            models.Index(fields=["name", "id"], name="project_by_name"),
+        ]
 
     def __str__(self):
         return self.name

@@ -87,6 +87,9 @@ class ComputeRequest(models.Model):
             models.Index(fields=["project", "status"]),
             # The list page and the API list: newest first, read from the index with a LIMIT.
             models.Index(fields=["-created_at", "-id"], name="request_recent"),
+            # The API list's other cursor orders (common/pagination.py: the key, then id).
+            models.Index(fields=["gpus", "id"], name="request_by_gpus"),
+            models.Index(fields=["start", "id"], name="request_by_start"),
             # The approvals inbox: the requests of one review stage, oldest first.
             models.Index(fields=["status", "stage_entered_at", "id"], name="request_stage_age"),
         ]

@@ -64,6 +64,11 @@ def check(verdict: policies.Verdict) -> None:
         raise (Conflict if verdict.conflict else NotAllowed)(verdict.reason)
 
 
+def request_values(req: ComputeRequest) -> dict:
+    """The editable fields as request_update merges a partial edit onto them."""
+    return _snapshot(req)
+
+
 def _snapshot(req: ComputeRequest) -> dict:
     return {
         "project": req.project_id,

@@ -80,7 +80,8 @@ class ProjectViewSet(
     serializer_class = ProjectSerializer
     filterset_class = ProjectFilter
     search_fields = ["name"]
-    ordering_fields = ["name", "id", "expected_end", "created_at"]
+    # Cursor keys only: expected_end may be empty, so it is not offered for ordering.
+    ordering_fields = ["name", "id", "created_at"]
 
     def get_queryset(self):
         return projects_visible_to(self.request.user).prefetch_related("scheduler_accounts")

@@ -2,8 +2,11 @@
 parse types; the rules (own teams' projects, capacity, dates, justification) live in
 validation.request_clean so the form and the API give the same answers."""
 
+from collections.abc import Mapping
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from common.inputs import ZonedDateTimeField
 
@@ -26,6 +29,22 @@ class RequestInputSerializer(serializers.Serializer):
     expected_outcome = serializers.CharField(max_length=JUSTIFICATION_MAX)
     size_rationale = serializers.CharField(max_length=JUSTIFICATION_MAX)
     impact_if_denied = serializers.CharField(max_length=JUSTIFICATION_MAX)
+
+
+def parsed_values(serializer: serializers.Serializer) -> dict:
+    """The fields of an input that failed is_valid() which did parse (with their defaults), so
+    the rules can still be checked on them: one answer names every problem."""
+    values: dict = {}
+    if not isinstance(serializer.initial_data, Mapping):
+        return values  # not an object at all: the one error is already said
+    for name, field in serializer.fields.items():
+        if name in serializer.errors:
+            continue
+        try:
+            values[name] = field.run_validation(field.get_value(serializer.initial_data))
+        except (SkipField, serializers.ValidationError):
+            continue
+    return values
 
 
 class DecisionInputSerializer(serializers.Serializer):

@@ -1,20 +1,25 @@
 """/api/v1/requests/: thin views that parse input, call one service, serialize the result."""
 
+from collections.abc import Mapping
+
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from common.api import WriteThrottle, conflict
 from common.idempotency import idempotent
 
-from .. import forecasts, policies, selectors, services
+from .. import forecasts, policies, selectors, services, validation
 from ..workflow import Action
 from .serializers import (
     DecisionInputSerializer,
     RequestInputSerializer,
     RequestOutputSerializer,
     WithdrawInputSerializer,
+    parsed_values,
 )
 
 
@@ -22,7 +27,8 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
     serializer_class = RequestOutputSerializer
     filterset_class = selectors.RequestFilter
     search_fields = ["project__name", "goal", "expected_outcome"]
-    ordering_fields = ["created_at", "submitted_at", "gpus", "start"]
+    # Cursor keys only: columns that are never empty (submitted_at may be, so it is not offered).
+    ordering_fields = ["created_at", "gpus", "start", "id"]
     ordering = ["-created_at", "-id"]
     # Filing and deciding are rate-limited per user: a burst answers 429 with Retry-After.
     throttled_actions = {"create", "approve", "reject", "request_changes"}
@@ -58,6 +64,25 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
             return conflict(exc.message)
         return super().handle_exception(exc)
 
+    def _input(self, request, *, partial: bool, current: dict | None = None) -> dict:
+        """The parsed body, or one 400 with every field's problem: a field that does not parse
+        (a priority not offered, a missing goal) does not hide the rules' answers on the others
+        (gpus=0, an end before the start), as the form does (views._all_errors)."""
+        data = RequestInputSerializer(data=request.data, partial=partial)
+        if data.is_valid():
+            return data.validated_data
+        errors = {field: [str(m) for m in messages] for field, messages in data.errors.items()}
+        if not isinstance(request.data, Mapping):
+            raise ValidationError(errors)  # not an object: nothing more to check
+        try:
+            validation.request_clean(
+                user=request.user, data={**(current or {}), **parsed_values(data)}
+            )
+        except DjangoValidationError as rules:
+            for field, messages in rules.message_dict.items():
+                errors.setdefault(field, messages)
+        raise ValidationError(errors)
+
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
@@ -71,19 +96,18 @@ class ComputeRequestViewSet(viewsets.GenericViewSet):
     @extend_schema(request=RequestInputSerializer, responses={201: RequestOutputSerializer})
     @idempotent
     def create(self, request, *args, **kwargs):
-        data = RequestInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        req = services.request_create(user=request.user, data=data.validated_data)
+        values = self._input(request, partial=False)
+        req = services.request_create(user=request.user, data=values)
         return self._output(req, status.HTTP_201_CREATED)
 
     def _update(self, request, partial: bool):
         # 404 if hidden, then 403/409 if it may not be edited, and only then look at the body.
-        services.check(policies.can_edit(request.user, self.get_object()))
-        data = RequestInputSerializer(data=request.data, partial=partial)
-        data.is_valid(raise_exception=True)
-        req = services.request_update(
-            user=request.user, request_id=int(self.kwargs["pk"]), data=data.validated_data
+        target = self.get_object()
+        services.check(policies.can_edit(request.user, target))
+        values = self._input(
+            request, partial=partial, current=services.request_values(target) if partial else None
         )
+        req = services.request_update(user=request.user, request_id=target.pk, data=values)
         return self._output(req)
 
     @extend_schema(request=RequestInputSerializer, responses=RequestOutputSerializer)

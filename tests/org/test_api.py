@@ -172,9 +172,10 @@ def test_bad_filter_value_is_400(as_user, outsider, team):
     errors_shape(response)
 
 
-def test_unknown_ordering_is_ignored(as_user, outsider, team):
+def test_unknown_ordering_is_refused_naming_the_offered_ones(as_user, outsider, team):
     response = as_user(outsider).get("/api/v1/teams/", {"ordering": "members"})
-    assert response.status_code == 200
+    assert response.status_code == 400
+    assert "id, name" in response.json()["errors"]["ordering"][0]
 
 
 # --- projects ---

@@ -417,3 +417,45 @@ def test_detail_explains_why_a_lead_may_not_decide(web, make_request, division_l
     # then no buttons, and the reason in words
     assert 'value="approve"' not in page
     assert "Only executives decide the executive review." in page
+
+
+def test_every_field_error_comes_in_one_answer(api, requester, project, pool):
+    # given a body with a rule error (gpus=0, an end before the start), a choice not offered
+    # (priority) and a missing field (goal)
+    data = request_data(project, pool, gpus=0, priority="asap")
+    data["end"] = factories.in_days(1).isoformat()
+    data["start"] = factories.in_days(3).isoformat()
+    del data["goal"]
+
+    # when
+    response = api(requester).post(URL, data, format="json")
+
+    # then one 400 names all four
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert set(errors) == {"gpus", "end", "priority", "goal"}
+    assert errors["gpus"] == ["Ask for at least one GPU."]
+    assert errors["end"] == ["The end must be after the start."]
+    assert "not a valid choice" in errors["priority"][0]
+    assert errors["goal"] == ["This field is required."]
+    assert not ComputeRequest.objects.exists()
+
+
+def test_every_field_error_of_a_patch_comes_in_one_answer(api, make_request):
+    # given a draft
+    req = make_request(Status.DRAFT)
+
+    # when a patch sets a choice not offered, no GPUs and an end before the draft's start
+    response = api(req.requester).patch(
+        f"{URL}{req.pk}/",
+        {"priority": "asap", "gpus": 0, "end": (req.start - timedelta(hours=1)).isoformat()},
+        format="json",
+    )
+
+    # then all three at once; the fields not sent are not reported
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert set(errors) == {"priority", "gpus", "end"}
+    assert errors["end"] == ["The end must be after the start."]
+    req.refresh_from_db()
+    assert (req.gpus, req.priority) != (0, "asap")

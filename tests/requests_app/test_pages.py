@@ -444,3 +444,55 @@ def test_a_time_that_does_not_exist_in_the_zone_is_refused(web, requester, proje
     assert response.status_code == 400
     assert "America/Los_Angeles" in " ".join(response.context["form"].errors["start"])
     assert not ComputeRequest.objects.exists()
+
+
+EVERY_MISTAKE = {
+    "gpus": "0",
+    "priority": "asap",
+    "goal": "",
+}
+
+
+def _every_mistake_shown(response):
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Ask for at least one GPU." in body
+    assert "The end must be after the start." in body
+    assert "Select a valid choice. asap is not one of the available choices." in body
+    assert "This field is required." in body  # the goal
+
+
+def test_every_mistake_shows_at_once_with_a_bad_choice_too(web, requester, project, pool):
+    # when a field does not parse (the priority) beside rule errors (GPUs, end) and a missing goal
+    start = factories.in_days(3)
+    data = {
+        **_form(project, pool),
+        **EVERY_MISTAKE,
+        "start": start.strftime("%Y-%m-%dT%H:%M"),
+        "end": (start - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    response = web(requester).post(reverse("requests:create"), data)
+
+    # then the page shows all four messages at once, and nothing is filed
+    _every_mistake_shown(response)
+    assert not ComputeRequest.objects.exists()
+
+
+def test_every_mistake_shows_at_once_when_editing(web, requester, project, pool):
+    # given a draft
+    req = factories.ComputeRequestFactory(requester=requester, project=project, pool=pool)
+    start = factories.in_days(3)
+    data = {
+        **_form(project, pool),
+        **EVERY_MISTAKE,
+        "start": start.strftime("%Y-%m-%dT%H:%M"),
+        "end": (start - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+    # when
+    response = web(requester).post(reverse("requests:edit", args=[req.pk]), data)
+
+    # then
+    _every_mistake_shown(response)
+    req.refresh_from_db()
+    assert (req.gpus, req.priority) == (8, "normal")

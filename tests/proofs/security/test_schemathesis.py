@@ -33,9 +33,10 @@ MAX_EXAMPLES = 10
 #   or 404 by design and are proven in test_bad_input.py and test_authz_matrix.py;
 # - ignored_auth: it cannot take the token these calls pass explicitly away; anonymous and
 #   wrong-token calls are proven on every operation in test_wrong_token_is_refused_everywhere;
-# - negative_data_rejection: query parameters are read leniently on purpose (a page_size that is
-#   not a number gives the default page, an empty filter is no filter, as DRF and django-filter
-#   do); invalid bodies are proven refused, by field, in test_bad_input.py.
+# - negative_data_rejection: an empty filter value is no filter on purpose (as django-filter
+#   reads it), which this check counts as accepting invalid data; unknown and unreadable query
+#   parameters and page sizes are proven refused in tests/common/test_filters.py and
+#   test_pagination.py, invalid bodies, by field, in test_bad_input.py.
 EXCLUDED = [positive_data_acceptance, ignored_auth, negative_data_rejection]
 _failures: set[str] = set()
 _operations: set[str] = set()

@@ -1,0 +1,21 @@
+from django.conf import settings
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    """Indexes for the API list's cursor orders (common/pagination.py): each page is read from
+    the index at the cursor's key, so the last page costs what the first does."""
+
+    dependencies = [
+        ("notifications", "0002_email_outbox"),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+    ]
+
+    operations = [
+        migrations.AddIndex(
+            model_name="notification",
+            index=models.Index(
+                fields=["recipient", "-created_at", "-id"], name="notification_recent"
+            ),
+        ),
+    ]
