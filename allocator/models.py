@@ -19,7 +19,7 @@ class Pool(models.Model):
     gpu_model = models.CharField(max_length=60)
     description = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Bumped by PostgreSQL triggers (migration 0005) in the same transaction as every write a
+    # Bumped by PostgreSQL triggers (migration 0006) in the same transaction as every write a
     # pool's forecast or summaries read: its allocations (so every ledger entry), waiting and
     # pending changes, capacity changes, scheduled reclaims, shares, and the names and divisions
     # its reasons mention. A cache keyed by it is stale exactly when it differs. Never set it

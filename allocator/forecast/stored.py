@@ -3,7 +3,7 @@ simulating the lab (issue 13 item 4; docs/performance.md, "The stored forecast")
 
 A pool's stored forecast stands while both hold:
 - the pool's `version` is the one it was computed from. PostgreSQL bumps the version in the
-  same transaction as every write the simulation reads (migration 0005 lists them), so a write
+  same transaction as every write the simulation reads (migration 0006 lists them), so a write
   to one pool makes that pool's row, and only that one, stale;
 - the clock is before `stale_at`: the first instant after `computed_at` at which anything in
   the pool's timeline happens (an allocation's start or end, a capacity change, a reclaim, a

@@ -1,4 +1,4 @@
-"""Pool.version (migration 0005): PostgreSQL bumps it in the same transaction as every write a
+"""Pool.version (migration 0006): PostgreSQL bumps it in the same transaction as every write a
 pool's forecast or summaries read — and only the pool written, and not for bookkeeping."""
 
 import pytest

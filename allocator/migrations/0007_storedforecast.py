@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocator", "0005_pool_version"),
+        ("allocator", "0006_pool_version"),
     ]
 
     operations = [

@@ -230,7 +230,7 @@ DROP = (
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("allocator", "0004_delete_faultinjection"),
+        ("allocator", "0005_cursor_indexes"),
         ("org", "0001_initial"),
     ]
 
