@@ -19,9 +19,11 @@ class Pool(models.Model):
     gpu_model = models.CharField(max_length=60)
     description = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Bumped (allocator/versions.py) in the transaction of every write that changes what the
-    # pool holds or can hold, its shares or its scheduled reclaims, under the pool's row lock:
-    # what is derived from those rows is cached under it (allocator/shares/cached.py).
+    # Bumped by PostgreSQL triggers (migration 0008) in the same transaction as every write a
+    # pool's forecast or summaries read: its allocations (so every ledger entry), waiting and
+    # pending changes, capacity changes, scheduled reclaims, shares, and the names and divisions
+    # its reasons mention. A cache keyed by it is stale exactly when it differs. Never set it
+    # from Python: a save() of a stale Pool object would write an old value back.
     version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
@@ -346,3 +348,23 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The ledger is append-only.")
+
+
+class StoredForecast(models.Model):
+    """A pool's stored forecast (allocator/forecast/stored.py): every waiting and approved
+    change's outcome, computed from the pool at `version` as of `computed_at`. It stands until
+    the pool's version moves or the clock reaches `stale_at`, the first instant at which the
+    same rows would forecast something else. A cache: deleting rows loses nothing."""
+
+    pool = models.OneToOneField(
+        Pool, primary_key=True, on_delete=models.CASCADE, related_name="stored_forecast"
+    )
+    version = models.BigIntegerField()
+    computed_at = models.DateTimeField()
+    stale_at = models.DateTimeField(null=True, blank=True)  # None: only a write changes it
+    # What else the result depends on: the stored format and the settings the simulation reads.
+    key = models.CharField(max_length=100)
+    outcomes = models.JSONField(default=list)
+
+    def __str__(self):
+        return f"forecast of pool {self.pool_id} at version {self.version}"

@@ -75,3 +75,19 @@ def send_ending_reminders():
     from . import services
 
     return services.allocations_remind_ending()
+
+
+@shared_task(name="allocator.tasks.refresh_forecast", acks_late=True, ignore_result=True)
+def refresh_forecast(pool_id: int):
+    """Sent after an apply commits: the pool's stored forecast, computed now rather than by
+    the next reader. Idempotent (a fresh one is left alone)."""
+    from .forecast import refresh
+
+    refresh([pool_id])
+
+
+@shared_task(name="allocator.tasks.refresh_stale_forecasts", acks_late=True, ignore_result=True)
+def refresh_stale_forecasts():
+    from .forecast import refresh_stale
+
+    return refresh_stale()

@@ -33,8 +33,8 @@ MY_GPUS_LIMIT = 20  # per list of "My GPUs"
 def my_gpus(user, team_ids, *, now) -> dict:
     """ "My GPUs" (issue 12): what the user's teams hold now, what starts when, and what waits
     with its expected start, in one glance. Bounded queries: held and scheduled allocations (1),
-    the teams' approved and waiting requests (1), their forecasts (allocator.forecast: a version
-    query, on a cache miss six more)."""
+    the teams' approved and waiting requests (1), their forecasts (allocator.forecast: the stored
+    forecasts, one query while fresh)."""
     if not team_ids:
         return {"held": [], "scheduled": [], "waiting": [], "held_gpus": 0}
     allocations = list(

@@ -65,15 +65,16 @@ def _forecast_words(o) -> tuple[datetime | None, str]:
         words = [f"Expected to be {o.reason}."]
     else:
         words = [sentence(o.reason)]
-    words.append(getattr(o, "detail", ""))  # outcomes cached before the field have none
+    words.append(o.detail)
     return (o.start if o.kind == "allocated" else None), " ".join(w for w in words if w)
 
 
 def forecasts_for(requests, *, now: datetime | None = None) -> dict[int, RequestForecast]:
     """request id -> its forecast, for the approved ones not yet holding their GPUs: waiting or
-    approved (from the pool's forecast, allocator/forecast/, cached per pool version), and
-    allocated ones whose allocation starts later. A bounded number of queries for any number of
-    requests: pool versions, then for pools not in the cache the forecast's own six."""
+    approved (the pool's stored forecast, allocator/forecast/stored.py), and allocated ones
+    whose allocation starts later. A bounded number of queries for any number of requests: one
+    for the stored forecasts of their pools, then, for pools whose stored one is stale, the
+    refresh's own (a lock, a re-read, the simulation's six, a write)."""
     from allocator.forecast import outcomes_for_pools, when
 
     now = now or timezone.now()

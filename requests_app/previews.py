@@ -236,9 +236,10 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     whether approving now would allocate it at once, from a later date, or leave it waiting —
     and which waiting requests it would delay and by how much. Simulates each request's pool
     without it (once per pool) and with it (allocator/forecast/), both at the same instant.
-    Cached per pool version (allocator.forecast.pool_versions: any write the forecast reads
-    changes it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
-    share effects (3), the pool versions (1), on a cache miss the pools' rows (6), the delayed
+    Cached per pool token (allocator.forecast.tokens: the pool's version and the instant its
+    stored forecast was computed at, so any write the forecast reads and time passing an event
+    change it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
+    share effects (3), the pool tokens (1), on a cache miss the pools' rows (6), the delayed
     requests visible to the user (2), whatever the number of requests."""
     from django.core.cache import cache
 
@@ -253,7 +254,7 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
         return {}
     now = now or timezone.now()
     effects = share_effects(requests, now=now)
-    versions = forecast.pool_versions({r.pool_id for r in requests})
+    versions = forecast.tokens({r.pool_id for r in requests}, now=now)
     extras = {r.pk: _as_change(r, now) for r in requests}
     keys = {
         r.pk: _impact_key(extras[r.pk], versions.get(r.pool_id, ""), r.pool_id) for r in requests

@@ -2,18 +2,22 @@
 
     state.py                PoolState: a pool's rows as plain objects, loaded in six queries
     simulation.py           the simulation, by the engine's own rules (its docstring argues why)
-    cache.py                forecasts cached per pool version, for pages and the API
+    stored.py               the forecast stored per pool (StoredForecast), for pages and the API
     reclaim_suggestions.py  least-harm reclaims that would let an urgent request start
     words.py                the words instants, durations and projects are written in
 
 A what-if is a copy of a PoolState (PoolState.with_changes) simulated like any other.
 """
 
-from .cache import CACHE_SECONDS, outcomes_for_pools, pool_versions
 from .reclaim_suggestions import ReclaimStep, ReclaimSuggestion, reclaim_suggestions
 from .simulation import ASSUMPTIONS, Forecast, ForecastOutcome, forecast_pools, simulate
 from .state import PoolState, SimAllocation, SimChange, SimReclaim, load_pools, read_rows
+from .stored import outcomes_for_pools, refresh, refresh_stale, tokens
 from .words import duration_words, project_label, when
+
+# What-ifs cached beside the stored forecast (requests_app/previews.py) live this long; their key
+# (`tokens`) changes with the stored forecast.
+CACHE_SECONDS = 60
 
 __all__ = [
     "ASSUMPTIONS",
@@ -30,10 +34,12 @@ __all__ = [
     "forecast_pools",
     "load_pools",
     "outcomes_for_pools",
-    "pool_versions",
     "project_label",
     "read_rows",
     "reclaim_suggestions",
+    "refresh",
+    "refresh_stale",
     "simulate",
+    "tokens",
     "when",
 ]

@@ -14,7 +14,6 @@ from audit.services import audit_record
 from .. import locks
 from ..models import MAX_GPUS, CapacityChange, Pool
 from ..selectors import holding_allocations, pool_timeline
-from ..versions import pool_version_bump
 from .engine import serve
 from .records import fmt, require_compute_ops
 
@@ -60,7 +59,6 @@ def capacity_change_create(
         note=note,
         created_by=actor,
     )
-    pool_version_bump([pool.pk])
     audit_record(
         actor=actor,
         action="capacity_change.create",

@@ -103,10 +103,28 @@ def _apply_claimed(pool_id: int, change_id: int, ids: list[int]) -> Outcome | No
         busy = change_id not in locked and _still_pending(change_id)
         pending = [c for c in locked.values() if c.status == Status.PENDING]
         outcomes = serve(pool, extra=pending) if pending else {}
+        if pending:
+            _refresh_forecast_on_commit(pool.pk)
         fault_point("in_tx_before_commit", change_ids=[c.pk for c in pending])
     if busy:
         raise ChangeBusy(f"change {change_id} is locked by another transaction")
     return outcomes.get(change_id)
+
+
+def _refresh_forecast_on_commit(pool_id: int) -> None:
+    """After the apply commits, a worker stores the pool's new forecast (forecast/stored.py), so
+    the next reader does not compute it. Best effort: if the broker is down, the first reader or
+    the periodic sweep computes it instead."""
+
+    def refresh_forecast_after_commit():  # named: robust on_commit logs its __qualname__
+        from ..tasks import refresh_forecast
+
+        try:
+            refresh_forecast.delay(pool_id)
+        except Exception:
+            logger.warning("could not send the forecast refresh of pool %s", pool_id)
+
+    transaction.on_commit(refresh_forecast_after_commit, robust=True)
 
 
 class ChangeBusy(OperationalError):

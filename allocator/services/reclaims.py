@@ -21,7 +21,6 @@ from notifications.services import notify
 from .. import locks
 from ..models import MAX_NOTICE_HOURS, Allocation, AllocationChange, LedgerEntry, Pool, Reclaim
 from ..signals import request_ids_for_changes
-from ..versions import pool_version_bump
 from .engine import place, serve
 from .records import Status, fmt, ledger, project_link, require_compute_ops, snapshot, team_members
 from .release import allocation_words, give_back, pool_id_of_allocation
@@ -114,7 +113,6 @@ def allocation_reclaim(
         transfer_to=target,
         created_by=actor,
     )
-    pool_version_bump([pool.pk])
     what = _reclaim_words(reclaim, allocation)
     audit_record(
         actor=actor,
@@ -303,7 +301,6 @@ def reclaim_cancel(*, reclaim_id: int, actor, reason: str = "") -> Reclaim:
     reclaim, allocation = _lock_scheduled(reclaim_id)
     reclaim.status = Reclaim.Status.CANCELLED
     reclaim.save(update_fields=["status"])
-    pool_version_bump([allocation.pool_id])
     why = reason.strip()[:2000]
     audit_record(
         actor=actor,

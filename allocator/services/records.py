@@ -13,7 +13,6 @@ from org.models import RoleGrant
 from org.roles import roles_of
 
 from ..models import Allocation, AllocationChange, LedgerEntry
-from ..versions import pool_version_bump
 
 Status = AllocationChange.Status
 
@@ -34,9 +33,8 @@ def snapshot(allocation: Allocation) -> dict:
 def ledger(
     *, allocation: Allocation, kind: str, actor=None, change=None, note: str = ""
 ) -> LedgerEntry:
-    """One append-only ledger row: the allocation as it stands after the change; the pool's
-    version moves with it (allocator/versions.py)."""
-    pool_version_bump([allocation.pool_id])
+    """One append-only ledger row: the allocation as it stands after the change. (The pool's
+    version moves with the allocation's write: a trigger, allocator migration 0008.)"""
     return LedgerEntry.objects.create(
         allocation=allocation,
         change=change,

@@ -5,7 +5,7 @@ that changed since they were cached.
 A pool's entry is keyed by what its figures are derived from:
     - the pool's row: id, created_at and Pool.version, which moves in the transaction of every
       ledger row, capacity change, share change and scheduled reclaim of the pool
-      (allocator/versions.py);
+      (PostgreSQL triggers, allocator migration 0008);
     - the org mark: which team each project belongs to, each team's division, project and
       team names (a division's holdings and the reclaim lists read them; they change only in
       the admin);

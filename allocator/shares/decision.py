@@ -15,7 +15,6 @@ from org.roles import roles_of
 
 from ..models import DivisionShare, Pool
 from ..selectors import horizon
-from ..versions import pool_version_bump
 from .balance import ShareRow, _percent
 from .forecasts import PoolForecast, pool_forecasts
 from .reclaim import reclaim_lists
@@ -129,7 +128,6 @@ def division_share_set(*, actor, division_id: int, pool_id: int, gpus) -> ShareU
         share.gpus = gpus
         share.updated_by = actor
         share.save(update_fields=["gpus", "updated_by", "updated_at"])
-        pool_version_bump([pool.pk])
         audit_record(
             actor=actor,
             action="share.update",

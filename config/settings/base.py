@@ -253,6 +253,11 @@ CELERY_BEAT_SCHEDULE = {
     "activate-capacity-changes": {"task": "allocator.tasks.serve_all_queues", "schedule": 60.0},
     "apply-due-reclaims": {"task": "allocator.tasks.apply_due_reclaims", "schedule": 60.0},
     "resend-stuck-approvals": {"task": "allocator.tasks.resend_stuck_changes", "schedule": 30.0},
+    # Stored forecasts made stale by time or by a write no worker refreshed (forecast/stored.py).
+    "refresh-stale-forecasts": {
+        "task": "allocator.tasks.refresh_stale_forecasts",
+        "schedule": 60.0,
+    },
     # Scheduler connectors (allocator/connectors): due enforcement intents, and the reconciler.
     "connectors-dispatch-due-intents": {
         "task": "connectors.tasks.dispatch_due_intents",

@@ -1,5 +1,6 @@
-"""The pool's version counter (allocator/versions.py) moves with every write of the pool's rows
-that cached figures read, in the writer's transaction, and never goes back."""
+"""The pool's version counter (PostgreSQL triggers, allocator migration 0008) moves with every
+write of the pool's rows that cached figures read, in the writer's transaction, and never goes
+back."""
 
 from datetime import timedelta
 
@@ -33,7 +34,8 @@ def test_apply_bumps_the_version(make_change, pool):
     change = make_change(gpus=8)
     before = _version(pool)
     services.allocation_change_apply(change_id=change.pk)
-    assert _version(pool) == before + 1
+    # the allocation's insert and the change's settling each move it (one trigger per write)
+    assert _version(pool) > before
 
 
 @pytest.mark.parametrize(

@@ -527,7 +527,9 @@ def test_bench_end_to_end_at_a_tiny_fraction(tmp_path):
     assert [r["name"] for r in results["fit"]] == [
         "fits",
         "earliest_start",
+        "forecast all waiting requests, computed",
         "forecast all waiting requests",
+        "forecast after a change to one pool",
     ]
     assert all(_number(r["median_ms"]) and _number(r["queries"]) for r in results["fit"])
     (tp,) = results["throughput"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -78,10 +79,31 @@ def test_metrics_after_a_journey(stack, pool, project, requester, division_lead)
     assert wait_for(lambda: req.__class__.objects.get(pk=req.pk).status == Status.ALLOCATED, 30), (
         worker.log_tail()
     )
-    # then a scrape of any web process shows the pool, the HTTP call and the worker's task
-    with urllib.request.urlopen(f"{web.url}/metrics", timeout=30) as response:
-        assert response.status == 200
-        samples = _samples(response.read().decode())
+
+    # then a scrape of any web process shows the pool, the HTTP call and the worker's task. The
+    # task is counted once it returns, a moment after its commit made the request allocated
+    # (it then sends the pool's forecast refresh): scrape until the count is there.
+    def scrape():
+        with urllib.request.urlopen(f"{web.url}/metrics", timeout=30) as response:
+            assert response.status == 200
+            return _samples(response.read().decode())
+
+    def apply_counted(samples) -> bool:
+        return (
+            _value(
+                samples,
+                "allotment_celery_tasks_total",
+                task="allocator.tasks.apply_change",
+                state="SUCCESS",
+            )
+            >= 1
+        )
+
+    samples = scrape()
+    deadline = time.monotonic() + 10
+    while not apply_counted(samples) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        samples = scrape()
     pool_gpus = {
         state: _value(samples, "allotment_pool_gpus", pool="east/H100", state=state)
         for state in ("capacity", "held", "free", "waiting")

@@ -332,8 +332,9 @@ def test_list_queries_are_bounded(
 
     # then the same bound holds at both sizes:
     # session, user, roles (2), count, page, division/team/pool choices (3), unread count;
-    # forecasts: pool versions, and on a cold cache the simulation's rows (6)
-    with django_assert_max_num_queries(19):
+    # forecasts: the stored ones (1), and while stale their refresh (allocator/forecast/
+    # stored.py: the row lock, the simulation's rows (6), the write)
+    with django_assert_max_num_queries(20):
         response = client.get(reverse("requests:list") + "?q=Train")
     assert len(response.context["page"].object_list) == min(n, 25)
 
@@ -350,10 +351,12 @@ def test_inbox_queries_are_bounded(
     client = web(division_lead)
 
     # session, user, roles (2), count, page, shares: capacity, allocations, shares, unread count;
-    # what approving would do: the pools' rows (6) for the simulation with and without each one;
-    # the competing pending requests (1) and, on a cold cache, their pools' rows again (6); the
-    # sort-and-filter form's pool and division choices (2)
-    with django_assert_max_num_queries(27):
+    # what approving would do: the pools' tokens (1; while their stored forecast is stale, its
+    # refresh: the row lock, the simulation's rows (6), the write, the tokens again), the pools'
+    # rows (6) for the simulation with and without each one; the competing pending requests (1)
+    # and, on a cold cache, their pools' rows again (6); the sort-and-filter form's pool and
+    # division choices (2)
+    with django_assert_max_num_queries(36):
         response = client.get(reverse("requests:inbox"))
     assert len(response.context["items"]) == min(n, 25)
 
