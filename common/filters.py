@@ -39,7 +39,7 @@ def _known_params(request, view, filterset_names: set[str]) -> set[str]:
         if issubclass(backend, OrderingFilter) and getattr(view, "ordering_fields", None):
             known.add(backend.ordering_param)
     paginator = getattr(view, "paginator", None)
-    for attribute in ("cursor_query_param", "page_size_query_param"):
+    for attribute in ("cursor_query_param", "page_size_query_param", "page_query_param"):
         if getattr(paginator, attribute, None):
             known.add(getattr(paginator, attribute))
     return known
@@ -59,14 +59,8 @@ class StrictFilterBackend(DjangoFilterBackend):
         for name in request.query_params:
             if name in known:
                 continue
-            if name == "page":
-                errors[name] = [
-                    "Lists are paged by cursor: follow the `next` and `previous` links "
-                    "(page_size sets the rows per page)."
-                ]
-            else:
-                listed = ", ".join(sorted(known - ALWAYS_KNOWN)) or "none"
-                errors[name] = [f"Unknown filter. This list takes: {listed}."]
+            listed = ", ".join(sorted(known - ALWAYS_KNOWN)) or "none"
+            errors[name] = [f"Unknown filter. This list takes: {listed}."]
         for name, spec in filters.items():
             raw = request.query_params.get(name)
             boolean = isinstance(spec, django_filters.BooleanFilter)

@@ -34,6 +34,14 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 COUNT_CAP = 1000
 PAGE_SIZE_MESSAGE = f"Give a whole number of rows per page from 1 to {MAX_PAGE_SIZE}."
+# `page=N` is kept for the scripts written against the page-numbered lists: read by offset (page N
+# costs reading the N-1 pages before it), its `next` link a cursor. Bounded so an offset stays an
+# integer PostgreSQL takes.
+MAX_PAGE_NUMBER = 1_000_000
+PAGE_MESSAGE = (
+    f"Give a page number from 1 to {MAX_PAGE_NUMBER}, or better, follow `next` (a cursor); "
+    "not both a page and a cursor."
+)
 
 
 def _bad(param: str, message: str) -> FilterError:
@@ -80,6 +88,7 @@ def _encode_value(value):
 class CursorPagination(BasePagination):
     cursor_query_param = "cursor"
     page_size_query_param = "page_size"
+    page_query_param = "page"
     page_size = DEFAULT_PAGE_SIZE
     max_page_size = MAX_PAGE_SIZE
     count_cap = COUNT_CAP
@@ -97,6 +106,18 @@ class CursorPagination(BasePagination):
         if not 1 <= size <= self.max_page_size:
             raise _bad(self.page_size_query_param, PAGE_SIZE_MESSAGE)
         return size
+
+    def get_page_number(self, request) -> int:
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        try:
+            number = int(raw.strip())
+        except ValueError:
+            raise _bad(self.page_query_param, PAGE_MESSAGE) from None
+        if not 1 <= number <= MAX_PAGE_NUMBER or self.cursor_query_param in request.query_params:
+            raise _bad(self.page_query_param, PAGE_MESSAGE)
+        return number
 
     def get_ordering(self, queryset, view) -> list[str]:
         """The list's order made unique (id last), each key checked to be a cursor key."""
@@ -174,6 +195,7 @@ class CursorPagination(BasePagination):
         self.request = request
         self._model = queryset.model
         size = self.get_page_size(request)
+        self.page_number = self.get_page_number(request)
         ordering = self.get_ordering(queryset, view)
         cursor = self.decode_cursor(request, ordering)
         self.ordering = ordering
@@ -187,14 +209,15 @@ class CursorPagination(BasePagination):
         page = queryset.order_by(*(_reversed(ordering) if reverse else ordering))
         if cursor is not None:
             page = page.filter(self._after(ordering, cursor[0], reverse))
-        rows = list(page[: size + 1])
+        offset = (self.page_number - 1) * size
+        rows = list(page[offset : offset + size + 1])
         more = len(rows) > size
         rows = rows[:size]
         if reverse:
             rows.reverse()
             self.has_next, self.has_previous = True, more
         else:
-            self.has_next, self.has_previous = more, cursor is not None
+            self.has_next, self.has_previous = more, cursor is not None or offset > 0
         self.rows = rows
         return rows
 
@@ -203,9 +226,8 @@ class CursorPagination(BasePagination):
         values = [_encode_value(_value_of(row, t.lstrip("-"))) for t in self.ordering]
         token = json.dumps({"p": values, "r": int(reverse), "o": signature}, separators=(",", ":"))
         encoded = base64.urlsafe_b64encode(token.encode()).decode("ascii").rstrip("=")
-        return replace_query_param(
-            self.request.build_absolute_uri(), self.cursor_query_param, encoded
-        )
+        here = remove_query_param(self.request.build_absolute_uri(), self.page_query_param)
+        return replace_query_param(here, self.cursor_query_param, encoded)
 
     def get_next_link(self) -> str | None:
         if not self.has_next or not self.rows:
@@ -215,6 +237,12 @@ class CursorPagination(BasePagination):
     def get_previous_link(self) -> str | None:
         if not self.has_previous:
             return None
+        if self.page_number > 1:
+            # Reached by page number: the page before it, by number too.
+            here = self.request.build_absolute_uri()
+            if self.page_number == 2:
+                return remove_query_param(here, self.page_query_param)
+            return replace_query_param(here, self.page_query_param, self.page_number - 1)
         if not self.rows:
             # Past the end (rows went away): back to the first page.
             return remove_query_param(self.request.build_absolute_uri(), self.cursor_query_param)
@@ -275,6 +303,16 @@ class CursorPagination(BasePagination):
                 "description": "Where the page starts: take it from `next` or `previous`, "
                 "never build it.",
                 "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_query_param,
+                "required": False,
+                "in": "query",
+                "deprecated": True,
+                "description": "A page number, for scripts written against page-numbered "
+                "lists: read by offset, so deep pages cost more; its `next` is a cursor. "
+                "Not with `cursor`.",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
             },
             {
                 "name": self.page_size_query_param,

@@ -33,7 +33,9 @@ def filed(requester, project, pool):
         ("/api/v1/requests/", "status=bogus", "status", "valid choice"),
         ("/api/v1/requests/", "pool=abc", "pool", "valid choice"),
         ("/api/v1/requests/", "mine=maybe", "mine", "true or false"),
-        ("/api/v1/requests/", "page=2", "page", "cursor"),
+        ("/api/v1/requests/", "page=0", "page", "page number"),
+        ("/api/v1/requests/", "page=abc", "page", "page number"),
+        ("/api/v1/requests/", "page=2&cursor=abc", "page", "not both"),
         ("/api/v1/requests/", "ordering=requester__password", "ordering", "Order by one of"),
         ("/api/v1/allocations/", "active_at=0001-01-01T00:00:00%2B05:00", "active_at", ""),
         ("/api/v1/allocations/", "state=nope", "state", "valid choice"),
@@ -62,7 +64,7 @@ def test_bad_query_parameters_are_refused_naming_them(executive, ops, url, query
 def test_an_unknown_filter_lists_the_known_ones(executive):
     body = api(executive).get("/api/v1/requests/?project=4").json()
     assert body["errors"]["project"] == [
-        "Unknown filter. This list takes: cursor, division, mine, ordering, page_size, pool, q, "
+        "Unknown filter. This list takes: cursor, division, mine, ordering, page, page_size, pool, q, "
         "search, status, team."
     ]
 

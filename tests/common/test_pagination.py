@@ -314,3 +314,30 @@ def test_a_page_after_a_cursor_reads_its_index(lab, rows, ordering, index, rever
     assert "Sort Key" not in plan
     # the cursor's first key bounds the index scan (it does not read from the start)
     assert "Index Cond" in plan
+
+
+def test_page_numbers_still_page_and_hand_over_to_cursors(executive, project, pool, requester):
+    """Scripts written against the page-numbered lists keep working: `page=N` is the N-th page of
+    the list's order, its `previous` the page before by number, its `next` a cursor that goes on
+    from there; no row is listed twice or left out."""
+    for _ in range(7):
+        factories.ComputeRequestFactory(
+            project=project, pool=pool, requester=requester, status=PENDING
+        )
+    everyone = list(
+        ComputeRequest.objects.order_by("-created_at", "-id").values_list("id", flat=True)
+    )
+    client = api(executive)
+
+    second = client.get("/api/v1/requests/", {"page": 2, "page_size": 3}).json()
+
+    assert [r["id"] for r in second["results"]] == everyone[3:6]
+    assert "page=" not in second["next"] and "cursor=" in second["next"]
+    first = client.get(second["previous"]).json()
+    assert [r["id"] for r in first["results"]] == everyone[:3]
+    assert first["previous"] is None
+    rest = client.get(second["next"]).json()
+    assert [r["id"] for r in rest["results"]] == everyone[6:]
+    assert rest["next"] is None
+    past_the_end = client.get("/api/v1/requests/", {"page": 9, "page_size": 3}).json()
+    assert past_the_end["results"] == [] and past_the_end["next"] is None
