@@ -175,6 +175,7 @@ class ApprovalImpact:
     sentence: str
     delays: list[Delay]
     competitors: list[Competitor] = field(default_factory=list)
+    computed_at: datetime | None = None  # when this preview was simulated (it is stored)
 
     assumptions = "Assumes no new approvals and no early releases."
 
@@ -228,7 +229,40 @@ def _impact_key(extra, version: str, pool_id: int) -> str:
 
     fields = {k: v for k, v in extra.__dict__.items() if k != "approved_at"}
     digest = hashlib.sha1(f"{version}|{sorted(fields.items())!r}".encode()).hexdigest()
-    return f"impact:{pool_id}:{digest}"
+    return f"impact2:{pool_id}:{digest}"
+
+
+# A stored preview stands until its own next event (below); past that it is computed again, so
+# the cache's timeout only reclaims the entries of versions that moved on.
+PREVIEW_MAX_SECONDS = 24 * 3600
+
+
+def _stands_until(*runs) -> datetime | None:
+    """The first instant at which any of the (state, forecast) runs a preview was computed from
+    may forecast something else (allocator.forecast.stored.stale_at): the request's own start,
+    end and allocation are events of the "with it" run that the pool's stored forecast lacks."""
+    from allocator.forecast.stored import stale_at
+
+    instants = [t for state, result in runs if (t := stale_at(state, result)) is not None]
+    return min(instants, default=None)
+
+
+def _standing(entries: dict, now: datetime) -> dict:
+    """The cached previews that still stand at `now` (their last item is when they go stale)."""
+    return {k: v for k, v in entries.items() if v[-1] is None or now < v[-1]}
+
+
+def _store(fresh: dict, now: datetime) -> None:
+    from django.core.cache import cache
+
+    # One set per timeout: each entry lives until it goes stale (capped), not a fixed minute.
+    by_timeout: dict[int, dict] = defaultdict(dict)
+    for key, entry in fresh.items():
+        until = entry[-1]
+        seconds = PREVIEW_MAX_SECONDS if until is None else (until - now).total_seconds()
+        by_timeout[max(1, min(PREVIEW_MAX_SECONDS, int(seconds) + 1))][key] = entry
+    for timeout, entries in by_timeout.items():
+        cache.set_many(entries, timeout)
 
 
 def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int, ApprovalImpact]:
@@ -236,14 +270,20 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     whether approving now would allocate it at once, from a later date, or leave it waiting —
     and which waiting requests it would delay and by how much. Simulates each request's pool
     without it (once per pool) and with it (allocator/forecast/), both at the same instant.
-    Cached per pool token (allocator.forecast.tokens: the pool's version and the instant its
-    stored forecast was computed at, so any write the forecast reads and time passing an event
-    change it) and the request as it would be approved, for forecast.CACHE_SECONDS. Queries:
-    share effects (3), the pool tokens (1), on a cache miss the pools' rows (6), the delayed
-    requests visible to the user (2), whatever the number of requests."""
+
+    Stored in the Django cache (Redis: shared by every process) under what the preview depends
+    on: the pool's token (allocator.forecast.tokens: the pool's version, which PostgreSQL bumps
+    with every write the forecast reads, and its stored forecast's stale_at) and the request as
+    it would be approved; each entry also carries the instant it goes stale by itself (the "with
+    it" run's next event) and is computed again from then on. So a second load with no write in
+    between simulates nothing, and a write to one pool recomputes that pool's previews only.
+    Queries: share effects (3), the pool tokens (1), on a miss the pools' rows (6), the
+    competitors (1), the delayed requests visible to the user (1), whatever the number of
+    requests."""
     from django.core.cache import cache
 
     from allocator import forecast
+    from telemetry.instruments import preview_simulations
 
     requests = [
         r
@@ -259,15 +299,18 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     keys = {
         r.pk: _impact_key(extras[r.pk], versions.get(r.pool_id, ""), r.pool_id) for r in requests
     }
-    cached = cache.get_many(list(set(keys.values())))
+    cached = _standing(cache.get_many(list(set(keys.values()))), now)
     missing = [r for r in requests if keys[r.pk] not in cached]
     if missing:
         states = forecast.load_pools({r.pool_id for r in missing}, now=now)
         baseline = {pid: forecast.simulate(state, now=now) for pid, state in states.items()}
+        preview_simulations.labels(kind="baseline").inc(len(baseline))
         fresh = {}
         for r in missing:
             state, extra = states[r.pool_id], extras[r.pk]
-            with_it = forecast.simulate(state.with_changes(extra=[extra]), now=now)
+            with_state = state.with_changes(extra=[extra])
+            with_it = forecast.simulate(with_state, now=now)
+            preview_simulations.labels(kind="impact").inc()
             delays = []
             for change_id, o in baseline[r.pool_id].outcomes.items():
                 after = with_it.outcomes.get(change_id)
@@ -282,8 +325,9 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
             labels = {c.pk: c.label for c in state.changes if c.pk in delayed}
             outcome = with_it.outcomes[extra.pk]
             kind, sentence = _impactsentence(outcome, now)
-            fresh[keys[r.pk]] = (kind, sentence, outcome.start, delays, labels)
-        cache.set_many(fresh, forecast.CACHE_SECONDS)
+            until = _stands_until((state, baseline[r.pool_id]), (with_state, with_it))
+            fresh[keys[r.pk]] = (kind, sentence, outcome.start, delays, labels, now, until)
+        _store(fresh, now)
         cached.update(fresh)
     delayed_changes = {d[0] for key in keys.values() for d in cached[key][3]}
     visible = (
@@ -298,7 +342,7 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
     competition = _competition(requests, cached, keys, user=user, now=now)
     result = {}
     for r in requests:
-        kind, sentence, start, delays, labels = cached[keys[r.pk]]
+        kind, sentence, start, delays, labels, computed_at, _ = cached[keys[r.pk]]
         result[r.pk] = ApprovalImpact(
             competitors=competition.get(r.pk, []),
             effect=effects.get(r.pk),
@@ -314,6 +358,7 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
                 )
                 for cid, b, a in delays
             ],
+            computed_at=computed_at,
         )
     return result
 
@@ -321,28 +366,44 @@ def approval_impacts(requests, *, user, now: datetime | None = None) -> dict[int
 MAX_COMPETITORS = 3  # per request: the preview names the oldest few pending on its pool
 
 
+def _rivals(user, pool_ids) -> list:
+    """The oldest MAX_COMPETITORS + 1 requests pending review on each pool that the user may see
+    (one more than a request names, as it may be among them): a window in the database rather
+    than every pending request of the pools (thousands on a busy lab)."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    return list(
+        requests_visible_to(user)
+        .filter(
+            pool_id__in=pool_ids,
+            status__in=[Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE],
+        )
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("pool_id")],
+                order_by=[F("stage_entered_at").asc(), F("pk").asc()],
+            )
+        )
+        .filter(rank__lte=MAX_COMPETITORS + 1)
+        .order_by("stage_entered_at", "pk")
+    )
+
+
 def _competition(requests, cached, keys, *, user, now: datetime) -> dict[int, list[Competitor]]:
     """For each request, the other requests pending review on the same pool that the user may
     see (the oldest few), and what becomes of this one if such a request is approved first:
-    each is simulated with both approved, the other one first. Cached like the impacts (the
-    pool's version, both requests as they would be approved). Queries: the competitors (1),
-    and on a cache miss the pools' rows (6)."""
+    each is simulated with both approved, the other one first. Stored like the impacts (the
+    pool's token, both requests as they would be approved; until the first run's next event).
+    Queries: the competitors (1), and on a miss the pools' rows (6)."""
     import hashlib
 
     from django.core.cache import cache
 
     from allocator import forecast
 
-    pool_ids = {r.pool_id for r in requests}
-    rivals = list(
-        requests_visible_to(user)
-        .filter(
-            pool_id__in=pool_ids,
-            status__in=[Status.PENDING_DIVISION, Status.PENDING_EXECUTIVE],
-        )
-        .select_related("project__team__division")
-        .order_by("stage_entered_at", "pk")
-    )
+    rivals = _rivals(user, {r.pool_id for r in requests})
     others = {
         r.pk: [c for c in rivals if c.pool_id == r.pool_id and c.pk != r.pk][:MAX_COMPETITORS]
         for r in requests
@@ -357,8 +418,8 @@ def _competition(requests, cached, keys, *, user, now: datetime) -> dict[int, li
                 _impact_key(_as_change(c, now), "", c.pool_id) for c in others[r.pk]
             )
             digest = hashlib.sha1(f"{keys[r.pk]}|{rival_keys}".encode()).hexdigest()
-            ckeys[r.pk] = f"compete:{digest}"
-    found = cache.get_many(list(ckeys.values()))
+            ckeys[r.pk] = f"compete2:{digest}"
+    found = _standing(cache.get_many(list(ckeys.values())), now)
     missing = [r for r in requests if r.pk in ckeys and ckeys[r.pk] not in found]
     if missing:
         states = forecast.load_pools({r.pool_id for r in missing}, now=now)
@@ -366,20 +427,26 @@ def _competition(requests, cached, keys, *, user, now: datetime) -> dict[int, li
             ckeys[r.pk]: _compete(r, others[r.pk], states[r.pool_id], cached[keys[r.pk]], now)
             for r in missing
         }
-        cache.set_many(fresh, forecast.CACHE_SECONDS)
+        _store(fresh, now)
         found.update(fresh)
-    return {pk: found[key] for pk, key in ckeys.items()}
+    return {pk: found[key][0] for pk, key in ckeys.items()}
 
 
-def _compete(r, others, state, alone, now: datetime) -> list[Competitor]:
+def _compete(r, others, state, alone, now: datetime) -> tuple[list[Competitor], datetime | None]:
+    """The competitors' sentences, and until when they stand."""
     from allocator import forecast
     from allocator.waiting import late_start_words
+    from telemetry.instruments import preview_simulations
 
-    alone_kind, _, alone_start, _, _ = alone
+    alone_kind, _, alone_start, _, _, _, alone_until = alone
     mine = _as_change(r, now + timedelta(microseconds=1))  # approved just after the other
     result = []
+    runs = []
     for c in others:
-        with_both = forecast.simulate(state.with_changes(extra=[_as_change(c, now), mine]), now=now)
+        both = state.with_changes(extra=[_as_change(c, now), mine])
+        with_both = forecast.simulate(both, now=now)
+        preview_simulations.labels(kind="competition").inc()
+        runs.append((both, with_both))
         o = with_both.outcomes[mine.pk]
         kind, _ = _impactsentence(o, now)
         if kind == alone_kind and o.start == alone_start:
@@ -399,4 +466,5 @@ def _compete(r, others, state, alone, now: datetime) -> list[Competitor]:
                 sentence=f"If #{c.pk} ({c.gpus} GPUs) is approved first, {then}.",
             )
         )
-    return result
+    until = min((t for t in (alone_until, _stands_until(*runs)) if t is not None), default=None)
+    return result, until

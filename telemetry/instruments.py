@@ -50,3 +50,9 @@ notification_emails = Counter(
     "Notification emails handed to the mail server (result: sent) or not (result: failed).",
     ["result"],
 )
+preview_simulations = Counter(
+    "allotment_preview_simulations",
+    "Pool simulations run for the approvals inbox's previews (kind: baseline, impact, "
+    "competition); none while the stored previews stand.",
+    ["kind"],
+)

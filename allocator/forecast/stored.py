@@ -154,9 +154,11 @@ def outcomes_for_pools(
 
 
 def tokens(pool_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, str]:
-    """A token per pool that changes whenever its stored forecast does (its version and the
-    instant it was computed at): a key for what-ifs cached beside it (requests_app/previews.py).
-    One query while fresh; stale pools are refreshed first."""
+    """A token per pool that changes whenever what its stored forecast stands on does: its
+    version, the instant it goes stale by itself (`stale_at`) and the settings key. A key for
+    what-ifs cached beside it (requests_app/previews.py): a recomputation that finds the same
+    rows and the same next event keeps the token. One query while fresh; stale pools are
+    refreshed first."""
     now = now or timezone.now()
     ids = sorted(set(pool_ids))
     if not ids:
@@ -167,7 +169,7 @@ def tokens(pool_ids: Iterable[int], *, now: datetime | None = None) -> dict[int,
     if stale:
         refresh(stale, now=now)
         rows = _rows(ids, with_outcomes=False)
-    return {row[0]: f"{row[2]}@{_iso(row[5])}" for row in rows}
+    return {row[0]: f"{row[2]}|{_iso(row[4])}|{row[3]}" for row in rows}
 
 
 def refresh(pool_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, dict]:
