@@ -15,13 +15,8 @@ from .state import PoolState, SimAllocation, SimChange, SimReclaim, load_pools, 
 from .stored import outcomes_for_pools, refresh, refresh_stale, tokens
 from .words import duration_words, project_label, when
 
-# What-ifs cached beside the stored forecast (requests_app/previews.py) live this long; their key
-# (`tokens`) changes with the stored forecast.
-CACHE_SECONDS = 60
-
 __all__ = [
     "ASSUMPTIONS",
-    "CACHE_SECONDS",
     "Forecast",
     "ForecastOutcome",
     "PoolState",
