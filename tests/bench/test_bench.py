@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,8 @@ from allocator.timeline import Span, Timeline
 from bench import api, database, idle, invariant, pages, report
 from bench.stats import median, percentile, ratio
 from tests import factories
+from tests.support.processes import alive, children_of
+from tests.support.proofs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -330,34 +331,6 @@ def test_bad_bench_arguments_are_refused(argv, capsys):
         parse(argv)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _wait(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.timeout(120)
 def test_the_bench_gunicorn_dies_when_the_bench_is_killed(tmp_path):
@@ -377,16 +350,16 @@ def test_the_bench_gunicorn_dies_when_the_bench_is_killed(tmp_path):
     )
     stand_in = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
     try:
-        assert _wait(pid_file.exists, 30)
+        assert wait_for(pid_file.exists, 30)
         master = int(pid_file.read_text())
-        assert _wait(lambda: len(_children_of(master)) >= 2, 60), "gunicorn did not boot"
-        workers = _children_of(master)
+        assert wait_for(lambda: len(children_of(master)) >= 2, 60), "gunicorn did not boot"
+        workers = children_of(master)
         # when the stand-in is killed with no chance to clean up
         stand_in.send_signal(signal.SIGKILL)
         stand_in.wait(10)
         # then gunicorn and its workers go too
-        assert _wait(lambda: not _alive(master), 15), "gunicorn outlived the bench"
-        assert _wait(lambda: not any(_alive(p) for p in workers), 30), "workers survived"
+        assert wait_for(lambda: not alive(master), 15), "gunicorn outlived the bench"
+        assert wait_for(lambda: not any(alive(p) for p in workers), 30), "workers survived"
     finally:
         if stand_in.poll() is None:
             stand_in.kill()

@@ -13,30 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import alive, children_of
 from tests.support.proofs import wait_for
 
 pytestmark = [pytest.mark.worker]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -65,14 +47,14 @@ def test_a_worker_dies_when_the_test_process_is_killed(tmp_path):
         assert wait_for(pid_file.exists, 30)
         worker = int(pid_file.read_text())
         # the worker is up once its prefork pool children exist
-        assert wait_for(lambda: len(_children_of(worker)) >= 2, 60), "worker did not boot"
-        pool = _children_of(worker)
+        assert wait_for(lambda: len(children_of(worker)) >= 2, 60), "worker did not boot"
+        pool = children_of(worker)
         # when the stand-in is killed with no chance to clean up
         stand_in.send_signal(signal.SIGKILL)
         stand_in.wait(10)
         # then the worker and its pool children go too
-        assert wait_for(lambda: not _alive(worker), 15), "the worker outlived its parent"
-        assert wait_for(lambda: not any(_alive(p) for p in pool), 15), "pool children survived"
+        assert wait_for(lambda: not alive(worker), 15), "the worker outlived its parent"
+        assert wait_for(lambda: not any(alive(p) for p in pool), 15), "pool children survived"
     finally:
         if stand_in.poll() is None:
             stand_in.kill()
